@@ -1,0 +1,311 @@
+"""MTCNN inference, following the authors' MATLAB pipeline (``MTCNNv1/detect_face.m``) step for step, batched.
+
+Coordinates: boxes are ``[x1, y1, x2, y2]`` in pixel-edge coordinates (pixel ``i`` spans ``[i, i + 1)``), so
+``image[y1:y2, x1:x2]`` is the face. The MATLAB code works in 1-based inclusive pixel indices; its box
+``[x1, y1, x2, y2]`` is ours ``[x1 - 1, y1 - 1, x2, y2]``, and its landmark formula ``x1 + w * p - 1`` is already
+in edge coordinates. Inside the cascade we keep the MATLAB convention so every rounding (``fix``), ``+1`` width
+and NMS overlap is the official one, and convert once at the end.
+
+Batching: all images of a call go through each stage together. P-Net runs once per distinct pyramid-level shape
+(video frames share every shape, so a batch of frames costs one launch per level); R-Net and O-Net crops of all
+images are cut by one ``roi_align`` per image and classified in single launches.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, roi_align
+
+from ..core.io import read_image
+from ..core.weights import load_into, load_weights, packaged_weights
+from .model import ONet, PNet, RNet
+
+DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
+_CELL_SIZE, _CELL_STRIDE = 12, 2
+# O-Net landmark order is left eye, right eye, nose, left mouth, right mouth; mirroring swaps left and right
+_MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]
+
+
+@dataclass
+class Face:
+    """One detection: ``box`` [x1, y1, x2, y2] and ``landmarks`` [5, 2] (x, y) in pixel-edge coordinates of
+    the input image; landmarks are left eye, right eye, nose tip, left and right mouth corner (as seen)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 5),
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+    """Scales ``(12 / min_face_size) * factor**k`` while the short side stays >= 12 (detect_face.m)."""
+    scale = _CELL_SIZE / min_face_size
+    short_side = min(height, width) * scale
+    scales = []
+    while short_side >= _CELL_SIZE:
+        scales.append(scale * factor ** len(scales))
+        short_side *= factor
+    return scales
+
+
+def _nms_union(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
+    """IoU NMS with MATLAB's inclusive-pixel areas ``(x2 - x1 + 1) * (y2 - y1 + 1)``: shifting the far corner by
+    one pixel makes torchvision's areas and intersections exactly those."""
+    return batched_nms(boxes[:, :4] + boxes.new_tensor([0, 0, 1, 1]), scores, groups, threshold)
+
+
+def _nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS with the 'Min' overlap (intersection over the smaller area), used after O-Net."""
+    order = np.lexsort((-scores, groups))  # by group, then score descending
+    keep = []
+    for group in np.unique(groups):
+        members = order[groups[order] == group]
+        x1, y1, x2, y2 = (boxes[members, k] for k in range(4))
+        area = (x2 - x1 + 1) * (y2 - y1 + 1)
+        inter_w = np.maximum(0.0, np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1) + 1)
+        inter_h = np.maximum(0.0, np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1) + 1)
+        overlap = inter_w * inter_h / np.minimum(area[:, None], area)
+        suppressed = np.zeros(len(members), bool)
+        for i in range(len(members)):
+            if suppressed[i]:
+                continue
+            keep.append(members[i])
+            suppressed |= overlap[i] > threshold
+    return np.array(sorted(keep, key=lambda k: (groups[k], -scores[k])), dtype=np.int64)
+
+
+def _calibrate(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool) -> torch.Tensor:
+    """Box regression ``x1 += t1 * w`` ...; P-Net's step uses ``w = x2 - x1``, bbreg.m ``w = x2 - x1 + 1``."""
+    size = boxes[:, 2:4] - boxes[:, 0:2] + (1 if inclusive else 0)
+    return boxes[:, :4] + offsets * size.repeat(1, 2)
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """rerec.m: the square of side max(w, h) with the same centre (w = x2 - x1, no +1)."""
+    size = boxes[:, 2:4] - boxes[:, 0:2]
+    side = size.max(dim=1, keepdim=True).values
+    top_left = boxes[:, 0:2] + size * 0.5 - side * 0.5
+    return torch.cat([top_left, top_left + side], dim=1)
+
+
+class MTCNN(nn.Module):
+    """The three-stage cascade with the authors' weights (or your own).
+
+    ``MTCNN().detect(images)`` takes one image or a list of paths, RGB ``uint8`` arrays ``[H, W, 3]``, PIL images
+    or tensors, of any sizes, and returns a list of `Face` per image (a single list for a single image).
+
+    Args:
+        weights: a safetensors file with ``pnet.*``, ``rnet.*``, ``onet.*`` tensors; default the shipped
+            conversion of the authors' det1-3.caffemodel.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
+        min_face_size: smallest face searched, pixels (sets the first pyramid scale 12 / min_face_size).
+        thresholds: P-, R-, O-Net face probabilities to pass (P-Net uses >=, the others >, as the MATLAB).
+        factor: pyramid scale step.
+        nms_thresholds: P-Net per scale, P-Net across scales, R-Net, O-Net ('Min' overlap).
+        flip_landmarks: average landmarks with those of the mirrored crop, as MTCNNv1 does.
+        max_image_pixels: larger images are reduced to this many pixels before detection (results are mapped
+            back), which bounds memory on huge photos.
+    """
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device | None = None,
+                 min_face_size: float = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709, nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7),
+                 flip_landmarks: bool = True, max_image_pixels: int = 16_000_000):
+        super().__init__()
+        if min_face_size < _CELL_SIZE:
+            raise ValueError(f"min_face_size must be >= {_CELL_SIZE} (P-Net's window), got {min_face_size}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
+            raise ValueError(f"thresholds must be three probabilities, got {thresholds}")
+        self.min_face_size, self.factor = float(min_face_size), float(factor)
+        self.thresholds, self.nms_thresholds = tuple(thresholds), tuple(nms_thresholds)
+        self.flip_landmarks, self.max_image_pixels = flip_landmarks, max_image_pixels
+        path = Path(weights) if weights is not None else packaged_weights(DEFAULT_WEIGHTS)
+        state = load_weights(path)
+        self.pnet = PNet(landmarks="pnet.landmarks.weight" in state)
+        self.rnet = RNet(landmarks="rnet.landmarks.weight" in state)
+        self.onet = ONet()
+        for name in ("pnet", "rnet", "onet"):
+            load_into(getattr(self, name), {k[5:]: v for k, v in state.items() if k.startswith(name + ".")},
+                      f"{path} ({name})")
+        self.eval()
+        self.to(torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+    @property
+    def device(self) -> torch.device:
+        return self.onet.face.weight.device
+
+    # ----------------------------------------------------------------------------------------------------------
+    # public API
+    @torch.inference_mode()
+    def detect(self, images) -> list[list[Face]] | list[Face]:
+        single = not isinstance(images, list | tuple)
+        batch = [images] if single else list(images)
+        reads = [read_image(image, self.max_image_pixels) for image in batch]
+        faces = self.detect_arrays([r.pixels for r in reads])
+        for image_faces, read in zip(faces, reads):
+            if read.scale != 1.0:
+                for face in image_faces:
+                    face.box = face.box / read.scale
+                    face.landmarks = face.landmarks / read.scale
+        return faces[0] if single else faces
+
+    @torch.inference_mode()
+    def detect_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """`detect` on RGB uint8 ``[H, W, 3]`` arrays, without input conversion."""
+        if not images:
+            return []
+        boxes = self._stage_pnet(images)
+        tensors = [self._padded_tensor(image) for image in images]
+        boxes = self._stage_rnet(tensors, boxes)
+        return self._stage_onet(tensors, boxes)
+
+    @torch.inference_mode()
+    def propose(self, images: list[np.ndarray], last_stage: str = "pnet") -> list[np.ndarray]:
+        """Boxes the stage after ``last_stage`` would crop (squared, integer), per image, as ``[N, 5]`` arrays
+        of x1, y1, x2, y2, score in pixel-edge coordinates. Used to mine hard samples for training."""
+        if last_stage not in ("pnet", "rnet"):
+            raise ValueError("last_stage must be 'pnet' or 'rnet'")
+        boxes = self._stage_pnet(images)
+        if last_stage == "rnet":
+            boxes = self._stage_rnet([self._padded_tensor(image) for image in images], boxes)
+        out = []
+        for candidates in boxes:
+            array = candidates.cpu().double().numpy().copy()
+            array[:, :4] = np.trunc(array[:, :4])  # the next stage's fix()
+            array[:, 0:2] -= 1  # MATLAB 1-based inclusive -> edge coordinates
+            out.append(array)
+        return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    # stages; boxes are float64 [N, 5] (x1, y1, x2, y2, score) per image in MATLAB's 1-based convention
+    def _stage_pnet(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        levels: dict[tuple[int, int], list[tuple[int, int, float]]] = defaultdict(list)
+        for image_index, image in enumerate(images):
+            height, width = image.shape[:2]
+            for level, scale in enumerate(pyramid_scales(height, width, self.min_face_size, self.factor)):
+                levels[(int(np.ceil(height * scale)), int(np.ceil(width * scale)))].append((image_index, level, scale))
+
+        floats = [image.astype(np.float32) for image in images]
+        candidates, groups = [], []
+        for (level_height, level_width), members in levels.items():
+            # area-weighted shrinking, as Piotr's imResample (the MATLAB code's resizer) does when downsampling
+            batch = np.stack([cv2.resize(floats[i], (level_width, level_height), interpolation=cv2.INTER_AREA)
+                              for i, _, _ in members])
+            batch = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+            face_logits, offsets = self.pnet((batch - 127.5) * 0.0078125)[:2]
+            probability = F.softmax(face_logits, dim=1)[:, 1]
+            member, row, column = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
+            if member.numel() == 0:
+                continue
+            scales = torch.tensor([s for _, _, s in members], dtype=torch.float64, device=self.device)[member]
+            # generateBoundingBox.m: the cell's 12x12 window, in 1-based image pixels
+            top_left = torch.stack([column, row], 1).double() * _CELL_STRIDE + 1
+            boxes = torch.cat([torch.trunc(top_left / scales[:, None]),
+                               torch.trunc((top_left + _CELL_SIZE - 1) / scales[:, None]),
+                               probability[member, row, column].double()[:, None],
+                               offsets[member, :, row, column].double()], dim=1)
+            image_ids = torch.tensor([i for i, _, _ in members], device=self.device)[member]
+            level_ids = torch.tensor([lv for _, lv, _ in members], device=self.device)[member]
+            candidates.append(boxes)
+            groups.append(torch.stack([image_ids, level_ids], 1))
+        if not candidates:
+            return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
+        boxes, groups = torch.cat(candidates), torch.cat(groups)
+        group_id = groups[:, 0] * 1000 + groups[:, 1]
+        keep = _nms_union(boxes, boxes[:, 4], group_id, self.nms_thresholds[0])  # per scale
+        boxes, image_ids = boxes[keep], groups[keep, 0]
+        keep = _nms_union(boxes, boxes[:, 4], image_ids, self.nms_thresholds[1])  # across scales
+        boxes, image_ids = boxes[keep], image_ids[keep]
+        boxes = torch.cat([_square(_calibrate(boxes, boxes[:, 5:9], inclusive=False)), boxes[:, 4:5]], 1)
+        boxes[:, :4] = torch.trunc(boxes[:, :4])
+        return [boxes[image_ids == i] for i in range(len(images))]
+
+    _MARGIN = 2  # zero border around each image so roi_align interpolates into black, as MATLAB's zero padding
+
+    def _padded_tensor(self, image: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
+        return F.pad(tensor, [self._MARGIN] * 4)[None]
+
+    def _crops(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
+        """Zero-padded crops of the (integer, 1-based inclusive) boxes resized to size x size, normalised.
+
+        roi_align averages ceil(box / size)^2 bilinear samples per output pixel: area averaging when shrinking,
+        bilinear when enlarging, like imResample."""
+        crops = []
+        for tensor, image_boxes in zip(tensors, boxes):
+            if len(image_boxes) == 0:
+                continue
+            edges = image_boxes[:, :4].float() + torch.tensor([-1, -1, 0, 0], device=self.device) + self._MARGIN
+            crops.append(roi_align(tensor, [edges], output_size=size, spatial_scale=1.0, sampling_ratio=0,
+                                   aligned=True))
+        return (torch.cat(crops) - 127.5) * 0.0078125
+
+    def _stage_rnet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            return boxes
+        face_logits, offsets = self.rnet(self._crops(tensors, boxes, RNet.input_size))[:2]
+        scores = F.softmax(face_logits, dim=1)[:, 1].double()
+        all_boxes = torch.cat(boxes)
+        image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
+                                            torch.tensor(counts, device=self.device))
+        passed = scores > self.thresholds[1]
+        all_boxes = torch.cat([all_boxes[passed, :4], scores[passed, None]], 1)
+        offsets, image_ids = offsets[passed].double(), image_ids[passed]
+        keep = _nms_union(all_boxes, all_boxes[:, 4], image_ids, self.nms_thresholds[2])
+        all_boxes, offsets, image_ids = all_boxes[keep], offsets[keep], image_ids[keep]
+        squared = _square(_calibrate(all_boxes, offsets, inclusive=True))
+        all_boxes = torch.cat([torch.trunc(squared), all_boxes[:, 4:5]], 1)  # stage 3 starts with fix()
+        return [all_boxes[image_ids == i] for i in range(len(boxes))]
+
+    def _stage_onet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[list[Face]]:
+        counts = [len(b) for b in boxes]
+        results: list[list[Face]] = [[] for _ in boxes]
+        if sum(counts) == 0:
+            return results
+        crops = self._crops(tensors, boxes, ONet.input_size)
+        face_logits, offsets, points = self.onet(crops)
+        scores = F.softmax(face_logits, dim=1)[:, 1].double()
+        input_boxes = torch.cat(boxes)[:, :4]
+        image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
+                                            torch.tensor(counts, device=self.device))
+        passed = torch.nonzero(scores > self.thresholds[2]).flatten()
+        if passed.numel() == 0:
+            return results
+        calibrated = _calibrate(input_boxes[passed], offsets[passed].double(), inclusive=True)
+        keep = _nms_min(calibrated.cpu().numpy(), scores[passed].cpu().numpy(), image_ids[passed].cpu().numpy(),
+                        self.nms_thresholds[3])
+        keep = torch.from_numpy(keep).to(self.device)
+        chosen = passed[keep]
+        points = points[chosen].double()
+        if self.flip_landmarks:
+            mirrored = self.onet(crops[chosen].flip(-1))[2].double()
+            mirrored = torch.cat([1 - mirrored[:, _MIRRORED_LANDMARKS],
+                                  mirrored[:, [5 + k for k in _MIRRORED_LANDMARKS]]], 1)
+            points = (points + mirrored) / 2
+        # landmarks on the O-Net input box: x = x1 + w * p - 1 (already edge coordinates)
+        source = input_boxes[chosen]
+        size = source[:, 2:4] - source[:, 0:2] + 1
+        xs = source[:, 0:1] - 1 + size[:, 0:1] * points[:, :5]
+        ys = source[:, 1:2] - 1 + size[:, 1:2] * points[:, 5:]
+        landmarks = torch.stack([xs, ys], dim=2).cpu().numpy()
+        final = calibrated[keep].cpu().numpy()
+        final[:, 0:2] -= 1  # MATLAB 1-based inclusive -> edge coordinates
+        final_scores = scores[chosen].cpu().numpy()
+        for row, image in enumerate(image_ids[chosen].cpu().numpy()):
+            results[image].append(Face(final[row].astype(np.float32), float(final_scores[row]),
+                                       landmarks[row].astype(np.float32)))
+        return results

@@ -1,0 +1,32 @@
+"""Shared fixtures. Real data comes from KEEN_DATA (default ../shared/data); under CI=true it must exist."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from keenvision.core.data import data_root
+
+torch.set_num_threads(2)
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("CI", "").lower() == "true" and not data_root().is_dir():
+        raise pytest.UsageError(f"CI=true but the shared data folder {data_root()} does not exist (set KEEN_DATA)")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root} (set KEEN_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from keenvision.mtcnn import MTCNN
+
+    return MTCNN(device="cpu")
