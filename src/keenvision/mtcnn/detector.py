@@ -8,12 +8,18 @@ and NMS overlap is the official one, and convert once at the end.
 
 Batching: all images of a call go through each stage together. P-Net runs once per distinct pyramid-level shape
 (video frames share every shape, so a batch of frames costs one launch per level); R-Net and O-Net crops of all
-images are cut by one ``roi_align`` per image and classified in single launches.
+images are resampled in one batched gather per image (`resample_crops`) and classified in single launches.
+
+``pipeline="facenet-pytorch"`` reproduces that popular port's deviations instead (pyramid sizes ``int(h*s + 1)``
+shrunk by integer-bin adaptive pooling, crops clipped to the image instead of zero-padded, no ``fix()`` of box
+coordinates between stages, NMS areas without ``+1``, no landmark flip-averaging), for users who need its exact
+outputs and for our parity benchmark.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,14 +28,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, roi_align
+from torchvision.ops import batched_nms
 
 from ..core.io import read_image
 from ..core.weights import load_into, load_weights, packaged_weights
 from .model import ONet, PNet, RNet
+from .resample import resample_crops
 
 DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
 _CELL_SIZE, _CELL_STRIDE = 12, 2
+# facenet-pytorch's departures from the MATLAB pipeline, each switchable for the parity ablation
+FACENET_DEVIATIONS = ("pyramid", "crops", "rounding", "nms", "flip")
 # O-Net landmark order is left eye, right eye, nose, left mouth, right mouth; mirroring swaps left and right
 _MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]
 
@@ -59,10 +68,11 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
     return scales
 
 
-def _nms_union(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
+def _nms_union(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float,
+               inclusive: bool = True) -> torch.Tensor:
     """IoU NMS with MATLAB's inclusive-pixel areas ``(x2 - x1 + 1) * (y2 - y1 + 1)``: shifting the far corner by
     one pixel makes torchvision's areas and intersections exactly those."""
-    return batched_nms(boxes[:, :4] + boxes.new_tensor([0, 0, 1, 1]), scores, groups, threshold)
+    return batched_nms(boxes[:, :4] + boxes.new_tensor([0, 0, 1, 1]) * inclusive, scores, groups, threshold)
 
 
 def _nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float) -> np.ndarray:
@@ -91,6 +101,19 @@ def _calibrate(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool) -> t
     return boxes[:, :4] + offsets * size.repeat(1, 2)
 
 
+def _facenet_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """facenet-pytorch's crops: the box clipped to the image, shrunk/enlarged by adaptive average pooling."""
+    height, width = image.shape[1:]
+    crops = []
+    for x1, y1, x2, y2 in boxes.trunc().long().tolist():
+        x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, width), min(y2, height)
+        if x2 < x1 or y2 < y1:  # wholly outside: facenet drops it; keep the rows aligned with a blank crop
+            crops.append(image.new_zeros(1, image.shape[0], size, size))
+            continue
+        crops.append(F.interpolate(image[None, :, y1 - 1:y2, x1 - 1:x2], size=(size, size), mode="area"))
+    return torch.cat(crops)
+
+
 def _square(boxes: torch.Tensor) -> torch.Tensor:
     """rerec.m: the square of side max(w, h) with the same centre (w = x2 - x1, no +1)."""
     size = boxes[:, 2:4] - boxes[:, 0:2]
@@ -116,13 +139,26 @@ class MTCNN(nn.Module):
         flip_landmarks: average landmarks with those of the mirrored crop, as MTCNNv1 does.
         max_image_pixels: larger images are reduced to this many pixels before detection (results are mapped
             back), which bounds memory on huge photos.
+        pipeline: ``"official"`` (the MATLAB code), ``"facenet-pytorch"`` (all of that port's deviations, see
+            above), or a collection of some of them by name, for ablations: ``"pyramid"``, ``"crops"``,
+            ``"rounding"``, ``"nms"``, ``"flip"`` (see `FACENET_DEVIATIONS`).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device | None = None,
                  min_face_size: float = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7),
-                 flip_landmarks: bool = True, max_image_pixels: int = 16_000_000):
+                 flip_landmarks: bool = True, max_image_pixels: int = 16_000_000,
+                 pipeline: str | Collection[str] = "official"):
         super().__init__()
+        if isinstance(pipeline, str):
+            if pipeline not in ("official", "facenet-pytorch"):
+                raise ValueError(f"pipeline must be 'official' or 'facenet-pytorch', got {pipeline!r}")
+            pipeline = () if pipeline == "official" else FACENET_DEVIATIONS
+        unknown = set(pipeline) - set(FACENET_DEVIATIONS)
+        if unknown:
+            raise ValueError(f"unknown pipeline deviations {sorted(unknown)}; known: {list(FACENET_DEVIATIONS)}")
+        self.deviations = frozenset(pipeline)
+        flip_landmarks = flip_landmarks and "flip" not in self.deviations
         if min_face_size < _CELL_SIZE:
             raise ValueError(f"min_face_size must be >= {_CELL_SIZE} (P-Net's window), got {min_face_size}")
         if not 0 < factor < 1:
@@ -168,7 +204,7 @@ class MTCNN(nn.Module):
         if not images:
             return []
         boxes = self._stage_pnet(images)
-        tensors = [self._padded_tensor(image) for image in images]
+        tensors = [self._image_tensor(image) for image in images]
         boxes = self._stage_rnet(tensors, boxes)
         return self._stage_onet(tensors, boxes)
 
@@ -180,7 +216,7 @@ class MTCNN(nn.Module):
             raise ValueError("last_stage must be 'pnet' or 'rnet'")
         boxes = self._stage_pnet(images)
         if last_stage == "rnet":
-            boxes = self._stage_rnet([self._padded_tensor(image) for image in images], boxes)
+            boxes = self._stage_rnet([self._image_tensor(image) for image in images], boxes)
         out = []
         for candidates in boxes:
             array = candidates.cpu().double().numpy().copy()
@@ -192,19 +228,29 @@ class MTCNN(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
     # stages; boxes are float64 [N, 5] (x1, y1, x2, y2, score) per image in MATLAB's 1-based convention
     def _stage_pnet(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        official = "pyramid" not in self.deviations
         levels: dict[tuple[int, int], list[tuple[int, int, float]]] = defaultdict(list)
         for image_index, image in enumerate(images):
             height, width = image.shape[:2]
             for level, scale in enumerate(pyramid_scales(height, width, self.min_face_size, self.factor)):
-                levels[(int(np.ceil(height * scale)), int(np.ceil(width * scale)))].append((image_index, level, scale))
+                if official:
+                    shape = (int(np.ceil(height * scale)), int(np.ceil(width * scale)))
+                else:
+                    shape = (int(height * scale + 1), int(width * scale + 1))
+                levels[shape].append((image_index, level, scale))
 
         floats = [image.astype(np.float32) for image in images]
         candidates, groups = [], []
         for (level_height, level_width), members in levels.items():
-            # area-weighted shrinking, as Piotr's imResample (the MATLAB code's resizer) does when downsampling
-            batch = np.stack([cv2.resize(floats[i], (level_width, level_height), interpolation=cv2.INTER_AREA)
-                              for i, _, _ in members])
-            batch = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+            if official:
+                # area-weighted shrinking with fractional end weights: what Piotr's imResample (the MATLAB
+                # code's resizer) does when downsampling, and what cv2's INTER_AREA computes
+                batch = np.stack([cv2.resize(floats[i], (level_width, level_height), interpolation=cv2.INTER_AREA)
+                                  for i, _, _ in members])
+                batch = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+            else:
+                batch = torch.from_numpy(np.stack([floats[i] for i, _, _ in members])).to(self.device)
+                batch = F.interpolate(batch.permute(0, 3, 1, 2), size=(level_height, level_width), mode="area")
             face_logits, offsets = self.pnet((batch - 127.5) * 0.0078125)[:2]
             probability = F.softmax(face_logits, dim=1)[:, 1]
             member, row, column = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
@@ -225,32 +271,29 @@ class MTCNN(nn.Module):
             return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
         boxes, groups = torch.cat(candidates), torch.cat(groups)
         group_id = groups[:, 0] * 1000 + groups[:, 1]
-        keep = _nms_union(boxes, boxes[:, 4], group_id, self.nms_thresholds[0])  # per scale
+        inclusive = "nms" not in self.deviations
+        keep = _nms_union(boxes, boxes[:, 4], group_id, self.nms_thresholds[0], inclusive)  # per scale
         boxes, image_ids = boxes[keep], groups[keep, 0]
-        keep = _nms_union(boxes, boxes[:, 4], image_ids, self.nms_thresholds[1])  # across scales
+        keep = _nms_union(boxes, boxes[:, 4], image_ids, self.nms_thresholds[1], inclusive)  # across scales
         boxes, image_ids = boxes[keep], image_ids[keep]
         boxes = torch.cat([_square(_calibrate(boxes, boxes[:, 5:9], inclusive=False)), boxes[:, 4:5]], 1)
-        boxes[:, :4] = torch.trunc(boxes[:, :4])
+        if "rounding" not in self.deviations:
+            boxes[:, :4] = torch.trunc(boxes[:, :4])
         return [boxes[image_ids == i] for i in range(len(images))]
 
-    _MARGIN = 2  # zero border around each image so roi_align interpolates into black, as MATLAB's zero padding
-
-    def _padded_tensor(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
-        return F.pad(tensor, [self._MARGIN] * 4)[None]
+    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
 
     def _crops(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
-        """Zero-padded crops of the (integer, 1-based inclusive) boxes resized to size x size, normalised.
-
-        roi_align averages ceil(box / size)^2 bilinear samples per output pixel: area averaging when shrinking,
-        bilinear when enlarging, like imResample."""
+        """Crops of the boxes (integer, MATLAB 1-based inclusive) resized to ``size``, normalised."""
         crops = []
         for tensor, image_boxes in zip(tensors, boxes):
             if len(image_boxes) == 0:
                 continue
-            edges = image_boxes[:, :4].float() + torch.tensor([-1, -1, 0, 0], device=self.device) + self._MARGIN
-            crops.append(roi_align(tensor, [edges], output_size=size, spatial_scale=1.0, sampling_ratio=0,
-                                   aligned=True))
+            if "crops" not in self.deviations:
+                crops.append(resample_crops(tensor, image_boxes[:, :4], size))
+            else:
+                crops.append(_facenet_crops(tensor, image_boxes[:, :4], size))
         return (torch.cat(crops) - 127.5) * 0.0078125
 
     def _stage_rnet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -265,10 +308,12 @@ class MTCNN(nn.Module):
         passed = scores > self.thresholds[1]
         all_boxes = torch.cat([all_boxes[passed, :4], scores[passed, None]], 1)
         offsets, image_ids = offsets[passed].double(), image_ids[passed]
-        keep = _nms_union(all_boxes, all_boxes[:, 4], image_ids, self.nms_thresholds[2])
+        keep = _nms_union(all_boxes, all_boxes[:, 4], image_ids, self.nms_thresholds[2], "nms" not in self.deviations)
         all_boxes, offsets, image_ids = all_boxes[keep], offsets[keep], image_ids[keep]
         squared = _square(_calibrate(all_boxes, offsets, inclusive=True))
-        all_boxes = torch.cat([torch.trunc(squared), all_boxes[:, 4:5]], 1)  # stage 3 starts with fix()
+        if "rounding" not in self.deviations:
+            squared = torch.trunc(squared)  # stage 3 starts with fix()
+        all_boxes = torch.cat([squared, all_boxes[:, 4:5]], 1)
         return [all_boxes[image_ids == i] for i in range(len(boxes))]
 
     def _stage_onet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[list[Face]]:

@@ -1,0 +1,82 @@
+"""Exact re-implementation of the resampler the MATLAB MTCNN uses (Piotr Dollar's ``imResample``, bilinear).
+
+Per axis, ``imResampleMex`` shrinks by *area*: output sample ``o`` is the mean of the source over
+``[o * L / n, (o + 1) * L / n)`` with fractional weights for the partly covered end pixels. It enlarges (or
+keeps the size) by *bilinear* interpolation at half-pixel centres, clamped to the crop's first and last pixel.
+
+We evaluate both in one batched gather per box type: an area axis samples the running sum (integral) of the
+image along that axis at the two interval ends, which is piecewise linear and therefore exact under linear
+interpolation; a bilinear axis samples the image itself. Pixels outside the image read as 0, which is the MATLAB
+code's zero padding of crops that leave the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _axis_samples(start: torch.Tensor, length: torch.Tensor, size: int, extent: int, shrink: bool):
+    """Sample coordinates ``[N, corners, size]`` and weights ``[N, corners, size]`` along one axis.
+
+    ``start`` is the 0-based index of the crop's first pixel and ``length`` its pixel count (float64, [N]).
+    Area axes give two corners (interval end +, interval start -) in integral-image coordinates (edge ``i`` is
+    index ``i``); bilinear axes give one corner in pixel-index coordinates."""
+    steps = torch.arange(size, dtype=start.dtype, device=start.device)
+    step = (length / size)[:, None]
+    if shrink:
+        low = (start[:, None] + steps * step).clamp(0, extent)
+        high = (start[:, None] + (steps + 1) * step).clamp(0, extent)
+        weight = 1 / step.expand(-1, size)
+        return torch.stack([high, low], 1), torch.stack([weight, -weight], 1)
+    centre = start[:, None] + (steps + 0.5) * step - 0.5
+    centre = torch.minimum(torch.maximum(centre, start[:, None]), (start + length - 1)[:, None])
+    # beyond one pixel outside the image everything is zero padding; keep coordinates in grid_sample's range
+    return centre.clamp(-1, extent)[:, None], torch.ones_like(centre)[:, None]
+
+
+def _normalised(coordinate: torch.Tensor, extent: int) -> torch.Tensor:
+    # grid_sample with align_corners=True puts -1 and 1 on the first and last sample of the source tensor
+    return coordinate * (2.0 / max(extent - 1, 1)) - 1
+
+
+def resample_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crops of ``image`` ``[C, H, W]`` (float, 0..255) for ``boxes`` ``[N, 4]`` given as MATLAB 1-based
+    inclusive integer pixel indices ``x1, y1, x2, y2``, zero-padded outside the image and resampled to
+    ``[N, C, size, size]`` exactly as ``imResample(tmp, [size size], 'bilinear')``."""
+    channels, height, width = image.shape
+    out = image.new_zeros(len(boxes), channels, size, size)
+    if len(boxes) == 0:
+        return out
+    source = image.double()
+    boxes = boxes.double()
+    start_x, start_y = boxes[:, 0] - 1, boxes[:, 1] - 1
+    length_x, length_y = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    shrink_x, shrink_y = length_x > size, length_y > size
+    for shrinks_x in (False, True):
+        for shrinks_y in (False, True):
+            chosen = torch.nonzero((shrink_x == shrinks_x) & (shrink_y == shrinks_y)).flatten()
+            if chosen.numel() == 0:
+                continue
+            # running sums along the area axes, with a leading zero so index i is the sum of pixels < i
+            table = source
+            if shrinks_y:
+                table = F.pad(table.cumsum(1), (0, 0, 1, 0))
+            if shrinks_x:
+                table = F.pad(table.cumsum(2), (1, 0))
+            table_height, table_width = table.shape[1:]
+            xs, x_weights = _axis_samples(start_x[chosen], length_x[chosen], size, width, shrinks_x)
+            ys, y_weights = _axis_samples(start_y[chosen], length_y[chosen], size, height, shrinks_y)
+            total = 0
+            for cx in range(xs.shape[1]):
+                for cy in range(ys.shape[1]):
+                    grid_x = _normalised(xs[:, cx], table_width)[:, None, :].expand(-1, size, -1)
+                    grid_y = _normalised(ys[:, cy], table_height)[:, :, None].expand(-1, -1, size)
+                    grid = torch.stack([grid_x, grid_y], -1).reshape(1, -1, size, 2)
+                    sampled = F.grid_sample(table[None], grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=True)  # [1, C, n * size, size]
+                    sampled = sampled.reshape(channels, -1, size, size).permute(1, 0, 2, 3)
+                    weight = y_weights[:, cy][:, None, :, None] * x_weights[:, cx][:, None, None, :]
+                    total = total + sampled * weight
+            out[chosen] = total.to(out.dtype)
+    return out
