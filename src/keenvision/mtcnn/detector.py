@@ -33,7 +33,7 @@ from torchvision.ops import batched_nms
 from ..core.io import read_image
 from ..core.weights import load_into, load_weights, packaged_weights
 from .model import ONet, PNet, RNet
-from .resample import resample_crops
+from .resample import resample_crops, resample_crops_cv2
 
 DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
 _CELL_SIZE, _CELL_STRIDE = 12, 2
@@ -177,6 +177,7 @@ class MTCNN(nn.Module):
             load_into(getattr(self, name), {k[5:]: v for k, v in state.items() if k.startswith(name + ".")},
                       f"{path} ({name})")
         self.eval()
+        self.to(memory_format=torch.channels_last)
         self.to(torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
     @property
@@ -203,10 +204,9 @@ class MTCNN(nn.Module):
         """`detect` on RGB uint8 ``[H, W, 3]`` arrays, without input conversion."""
         if not images:
             return []
-        boxes = self._stage_pnet(images)
-        tensors = [self._image_tensor(image) for image in images]
-        boxes = self._stage_rnet(tensors, boxes)
-        return self._stage_onet(tensors, boxes)
+        floats = [image.astype(np.float32) for image in images]  # the MATLAB code works on single(img)
+        boxes = self._stage_rnet(floats, self._stage_pnet(floats))
+        return self._stage_onet(floats, boxes)
 
     @torch.inference_mode()
     def propose(self, images: list[np.ndarray], last_stage: str = "pnet") -> list[np.ndarray]:
@@ -214,9 +214,10 @@ class MTCNN(nn.Module):
         of x1, y1, x2, y2, score in pixel-edge coordinates. Used to mine hard samples for training."""
         if last_stage not in ("pnet", "rnet"):
             raise ValueError("last_stage must be 'pnet' or 'rnet'")
-        boxes = self._stage_pnet(images)
+        floats = [image.astype(np.float32) for image in images]
+        boxes = self._stage_pnet(floats)
         if last_stage == "rnet":
-            boxes = self._stage_rnet([self._image_tensor(image) for image in images], boxes)
+            boxes = self._stage_rnet(floats, boxes)
         out = []
         for candidates in boxes:
             array = candidates.cpu().double().numpy().copy()
@@ -239,7 +240,7 @@ class MTCNN(nn.Module):
                     shape = (int(height * scale + 1), int(width * scale + 1))
                 levels[shape].append((image_index, level, scale))
 
-        floats = [image.astype(np.float32) for image in images]
+        floats = images
         candidates, groups = [], []
         for (level_height, level_width), members in levels.items():
             if official:
@@ -251,7 +252,9 @@ class MTCNN(nn.Module):
             else:
                 batch = torch.from_numpy(np.stack([floats[i] for i, _, _ in members])).to(self.device)
                 batch = F.interpolate(batch.permute(0, 3, 1, 2), size=(level_height, level_width), mode="area")
-            face_logits, offsets = self.pnet((batch - 127.5) * 0.0078125)[:2]
+            # channels-last runs the 3-channel first convolution about 10x faster on CPU (oneDNN)
+            batch = ((batch - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+            face_logits, offsets = self.pnet(batch)[:2]
             probability = F.softmax(face_logits, dim=1)[:, 1]
             member, row, column = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
             if member.numel() == 0:
@@ -281,26 +284,28 @@ class MTCNN(nn.Module):
             boxes[:, :4] = torch.trunc(boxes[:, :4])
         return [boxes[image_ids == i] for i in range(len(images))]
 
-    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
-
-    def _crops(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
+    def _crops(self, images: list[np.ndarray], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
         """Crops of the boxes (integer, MATLAB 1-based inclusive) resized to ``size``, normalised."""
         crops = []
-        for tensor, image_boxes in zip(tensors, boxes):
+        for image, image_boxes in zip(images, boxes):
             if len(image_boxes) == 0:
                 continue
-            if "crops" not in self.deviations:
-                crops.append(resample_crops(tensor, image_boxes[:, :4], size))
-            else:
+            if "crops" in self.deviations:
+                tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
                 crops.append(_facenet_crops(tensor, image_boxes[:, :4], size))
-        return (torch.cat(crops) - 127.5) * 0.0078125
+            elif self.device.type == "cpu":  # OpenCV per crop beats a batched gather on CPU
+                resized = resample_crops_cv2(image, image_boxes[:, :4].numpy(), size)
+                crops.append(torch.from_numpy(resized).permute(0, 3, 1, 2))
+            else:
+                tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
+                crops.append(resample_crops(tensor, image_boxes[:, :4], size))
+        return ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
-    def _stage_rnet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _stage_rnet(self, images: list[np.ndarray], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return boxes
-        face_logits, offsets = self.rnet(self._crops(tensors, boxes, RNet.input_size))[:2]
+        face_logits, offsets = self.rnet(self._crops(images, boxes, RNet.input_size))[:2]
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         all_boxes = torch.cat(boxes)
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -316,12 +321,12 @@ class MTCNN(nn.Module):
         all_boxes = torch.cat([squared, all_boxes[:, 4:5]], 1)
         return [all_boxes[image_ids == i] for i in range(len(boxes))]
 
-    def _stage_onet(self, tensors: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[list[Face]]:
+    def _stage_onet(self, images: list[np.ndarray], boxes: list[torch.Tensor]) -> list[list[Face]]:
         counts = [len(b) for b in boxes]
         results: list[list[Face]] = [[] for _ in boxes]
         if sum(counts) == 0:
             return results
-        crops = self._crops(tensors, boxes, ONet.input_size)
+        crops = self._crops(images, boxes, ONet.input_size)
         face_logits, offsets, points = self.onet(crops)
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         input_boxes = torch.cat(boxes)[:, :4]

@@ -12,6 +12,8 @@ code's zero padding of crops that leave the image.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,4 +81,32 @@ def resample_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
                     weight = y_weights[:, cy][:, None, :, None] * x_weights[:, cx][:, None, None, :]
                     total = total + sampled * weight
             out[chosen] = total.to(out.dtype)
+    return out
+
+
+def resample_crops_cv2(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """`resample_crops` on the CPU with OpenCV, one crop at a time: ``image`` ``[H, W, C]`` float32, ``boxes``
+    ``[N, 4]`` integer MATLAB 1-based inclusive; returns ``[N, size, size, C]`` float32.
+
+    Each axis is resized on its own (x, then y), INTER_AREA when it shrinks (fractional box weights, as
+    imResample) and INTER_LINEAR when it enlarges (half-pixel centres, clamped to the crop), so boxes that
+    shrink along one axis and grow along the other are handled exactly too."""
+    height, width = image.shape[:2]
+    out = np.empty((len(boxes), size, size, image.shape[2]), np.float32)
+    for row, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.int64).tolist()):
+        crop_width, crop_height = x2 - x1 + 1, y2 - y1 + 1
+        left, top, right, bottom = max(x1 - 1, 0), max(y1 - 1, 0), min(x2, width), min(y2, height)
+        crop = image[top:bottom, left:right] if right > left and bottom > top else None
+        if crop is None or crop.shape[:2] != (crop_height, crop_width):  # leaves the image: zero padding
+            padded = np.zeros((crop_height, crop_width, image.shape[2]), np.float32)
+            if crop is not None:
+                padded[top - (y1 - 1):bottom - (y1 - 1), left - (x1 - 1):right - (x1 - 1)] = crop
+            crop = padded
+        mode_x = cv2.INTER_AREA if crop_width > size else cv2.INTER_LINEAR
+        mode_y = cv2.INTER_AREA if crop_height > size else cv2.INTER_LINEAR
+        if mode_x == mode_y:
+            out[row] = cv2.resize(crop, (size, size), interpolation=mode_x).reshape(size, size, -1)
+        else:
+            crop = cv2.resize(crop, (size, crop_height), interpolation=mode_x)
+            out[row] = cv2.resize(crop, (size, size), interpolation=mode_y).reshape(size, size, -1)
     return out

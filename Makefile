@@ -1,0 +1,31 @@
+# make demo: set up .venv if needed and write demo/report.html from embedded defaults (offline).
+# make test: set up .venv if needed, then ruff and the whole pytest suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.keenvision-installed
+
+.PHONY: demo test setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch/torchvision first, pinned to the builds this machine carries (a CUDA build that also runs on CPU)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# the peer implementation for parity tests and benchmarks; its own pins (torch<=2.3, numpy<2) are too
+	# narrow, and it needs nothing we do not already have
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.5.3
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/keen demo --out demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo build dist src/*.egg-info .pytest_cache .ruff_cache
