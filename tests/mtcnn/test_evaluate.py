@@ -108,8 +108,8 @@ def test_widerface_boxes_below_the_iou_threshold(wider):
                 rows[:, 2:4] /= 2
         return preds
 
-    assert evaluate_widerface(shrunk(1.0), gt_dir, iou_threshold=0.5)["easy"] == 0.0
-    assert evaluate_widerface(shrunk(1.0), gt_dir)["hard"] == 0.0
+    result = evaluate_widerface(shrunk(1.0), gt_dir, iou_threshold=0.5)
+    assert result["easy"] == result["medium"] == result["hard"] == 0.0
     assert evaluate_widerface(shrunk(1.0), gt_dir, iou_threshold=0.1)["easy"] > 0.9
 
 
@@ -283,7 +283,9 @@ def test_fddb_bounding_rectangles_are_all_found(fddb):
 
 
 def test_fddb_false_positives_are_counted_exactly(fddb):
-    gt_dir, gt = fddb
+    gt_dir, _ = fddb
+    folds = [1, 2, 3]
+    gt = load_fddb_ground_truth(gt_dir, folds)
     k = 1200
     preds = {name: _bounding_rectangles(e) for name, e in gt}
     # k spurious boxes far left of every image, with distinct scores below the true detections'
@@ -291,7 +293,7 @@ def test_fddb_false_positives_are_counted_exactly(fddb):
         name = gt[n % len(gt)][0]
         spurious = [-1000.0 - 60 * n, 10, 40, 40, 0.5 - n * 1e-4]
         preds[name] = np.vstack([preds[name], spurious])
-    result = evaluate_fddb(preds, gt_dir, roc_points=10_000)
+    result = evaluate_fddb(preds, gt_dir, folds, roc_points=10_000)
     assert result["max_fp"] == k
     assert [fp for fp, _ in result["roc"]] == [0, 0, *range(1, k + 1)]
     assert all(tpr == 1.0 for _, tpr in result["roc"][1:])
@@ -299,7 +301,7 @@ def test_fddb_false_positives_are_counted_exactly(fddb):
     # ranked above the faces instead, the spurious boxes come first: no TPR until all k are in
     for rows in preds.values():
         rows[rows[:, 4] < 0.6, 4] += 1
-    result = evaluate_fddb(preds, gt_dir)
+    result = evaluate_fddb(preds, gt_dir, folds)
     assert result["tpr_at_fp"] == {"500": 0.0, "1000": 0.0, "2000": 1.0}
 
 

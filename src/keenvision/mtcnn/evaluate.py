@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from PIL import Image
 from scipy.io import loadmat
 from scipy.optimize import linear_sum_assignment
 
@@ -162,14 +163,14 @@ def read_fddb_predictions(pred: str | Path) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------------------
 # WIDER FACE
-class _WiderGroundTruth:
+class WiderGroundTruth:
     """``wider_face_val.mat`` boxes ``[x, y, w, h]`` per event and image, and per setting the 0-based indices
     of the faces that count (``gt_list`` of ``wider_<setting>_val.mat``; the other faces are ignored)."""
 
     def __init__(self, gt_dir: Path):
         mats = {}
-        files = {"all": "wider_face_val.mat"} | {s: f"wider_{s}_val.mat" for s in WIDER_SETTINGS}
-        for key, name in files.items():
+        mat_names = {"all": "wider_face_val.mat"} | {s: f"wider_{s}_val.mat" for s in WIDER_SETTINGS}
+        for key, name in mat_names.items():
             if not (gt_dir / name).is_file():
                 raise FileNotFoundError(f"WIDER FACE ground truth file not found: {gt_dir / name}")
             mats[key] = loadmat(gt_dir / name)
@@ -184,11 +185,11 @@ class _WiderGroundTruth:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_wider_gt(gt_dir: str) -> _WiderGroundTruth:
-    return _WiderGroundTruth(Path(gt_dir))
+def _load_wider_gt(gt_dir: str) -> WiderGroundTruth:
+    return WiderGroundTruth(Path(gt_dir))
 
 
-def load_widerface_ground_truth(gt_dir: str | Path | None = None) -> _WiderGroundTruth:
+def load_widerface_ground_truth(gt_dir: str | Path | None = None) -> WiderGroundTruth:
     """The WIDER FACE val ground truth (cached per folder); default folder
     ``<data>/face_benchmark_annotations/wider_face_val``."""
     gt_dir = Path(gt_dir) if gt_dir is not None else data_root() / "face_benchmark_annotations/wider_face_val"
@@ -225,7 +226,7 @@ def _voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[changes] - mrec[changes - 1]) * mpre[changes]))
 
 
-def _wider_predictions(pred_dir: str | Path | Mapping, gt: _WiderGroundTruth,
+def _wider_predictions(pred_dir: str | Path | Mapping, gt: WiderGroundTruth,
                        events: list[int]) -> tuple[dict[tuple[int, int], np.ndarray], int]:
     """Predictions ``{(event, image): [N, 5]}`` for the evaluated events, and how many images had none."""
     found: dict[tuple[int, int], np.ndarray] = {}
@@ -445,8 +446,6 @@ def _fddb_image(overlaps: np.ndarray, scores: np.ndarray) -> list[tuple[float, i
 
 
 def _image_size(image_dir: Path, name: str) -> tuple[int, int]:
-    from PIL import Image
-
     path = image_dir / f"{name}.jpg"
     if not path.is_file():
         raise FileNotFoundError(f"FDDB image not found: {path}")

@@ -113,7 +113,7 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
     merged = copy.deepcopy(base)
     for key, value in (update or {}).items():
         if key not in base:
-            raise ValueError(f"unknown config key {where}{key!r} (known: {', '.join(sorted(base))})")
+            raise ValueError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(base))})")
         if key == "data" and isinstance(value, dict):
             merged[key] = {**base[key], **copy.deepcopy(value)}  # splits are replaced whole, sources are lists
         elif isinstance(base[key], dict) and isinstance(value, dict):

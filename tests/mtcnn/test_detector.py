@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from keenvision.core.io import read_image, video_frames
+from keenvision.mtcnn import MTCNN, Face, pyramid_scales
+from keenvision.mtcnn.detector import _nms_min
+
+
+@pytest.fixture(scope="module")
+def photos(data_dir):
+    names = ["mtcnn_official/test1.jpg", "mtcnn_official/test2.jpg", "video_samples/multi_face.jpg",
+             "faces_dlib_examples/2008_002506.jpg"]
+    return [read_image(data_dir / name).pixels for name in names]
+
+
+def _dlib_boxes(data_dir, image_name):
+    import xml.etree.ElementTree as ElementTree
+
+    boxes = []
+    for xml in ("training.xml", "testing.xml"):
+        for image in ElementTree.parse(data_dir / "faces_dlib_examples" / xml).getroot().iter("image"):
+            if image.get("file") == image_name:
+                for box in image.iter("box"):
+                    left, top = float(box.get("left")), float(box.get("top"))
+                    boxes.append([left, top, left + float(box.get("width")), top + float(box.get("height"))])
+    return np.array(boxes)
+
+
+def test_pyramid_scales_follow_the_matlab_rule():
+    scales = pyramid_scales(360, 640, 20, 0.709)
+    assert scales[0] == pytest.approx(0.6) and scales[1] == pytest.approx(0.6 * 0.709)
+    assert 360 * scales[-1] >= 12 > 360 * scales[-1] * 0.709
+    assert pyramid_scales(11, 500, 20, 0.709) == []
+
+
+def test_finds_the_annotated_faces_of_a_real_photo(detector, data_dir):
+    truth = _dlib_boxes(data_dir, "2008_002506.jpg")
+    faces = detector.detect(data_dir / "faces_dlib_examples" / "2008_002506.jpg")
+    assert len(truth) >= 3 and all(isinstance(f, Face) for f in faces)
+    found = torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float64)
+    overlap = box_iou(torch.tensor(truth), found)
+    # dlib's boxes are tighter than MTCNN's, so ask each annotated face to overlap a detection clearly
+    assert (overlap.max(1).values > 0.3).all()
+    for face in faces:  # landmarks inside their box, eyes above the mouth
+        x1, y1, x2, y2 = face.box
+        assert ((face.landmarks >= [x1, y1]) & (face.landmarks <= [x2, y2])).all()
+        assert face.landmarks[:2, 1].max() < face.landmarks[3:, 1].min()
+        assert 0.7 < face.score <= 1
+
+
+def test_batch_of_mixed_sizes_equals_one_at_a_time(detector, photos):
+    batched = detector.detect_arrays(photos)
+    for image, together in zip(photos, batched):
+        alone = detector.detect_arrays([image])[0]
+        assert len(alone) == len(together)
+        for a, b in zip(alone, together):
+            assert np.allclose(a.box, b.box, atol=1e-3) and np.allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
+def test_frames_without_faces_in_a_batch(detector, data_dir):
+    empty = [frame for _, frame in video_frames(data_dir / "video_samples" / "no_face.mp4", step=40)]
+    with_face = [frame for _, frame in video_frames(data_dir / "video_samples" / "single_face.mp4", step=30)]
+    batch = [empty[0], with_face[0], empty[1], with_face[1]]
+    results = detector.detect_arrays(batch)
+    assert [len(r) for r in results][0::2] == [0, 0]
+    assert all(len(r) == 1 for r in results[1::2])
+    assert detector.detect_arrays(empty) == [[] for _ in empty]
+
+
+def test_tiny_grey_and_rgba_inputs(detector, photos):
+    assert detector.detect(np.zeros((11, 40, 3), np.uint8)) == []
+    assert detector.detect(np.zeros((8, 8), np.uint8)) == []
+    colour = detector.detect(photos[0])
+    grey = detector.detect(photos[0].mean(2).astype(np.uint8))
+    rgba = detector.detect(np.dstack([photos[0], np.full(photos[0].shape[:2], 255, np.uint8)]))
+    assert len(grey) == len(colour) and len(rgba) == len(colour)
+    assert np.allclose(rgba[0].box, colour[0].box)
+
+
+def test_accepts_paths_pil_and_tensors(detector, data_dir, photos):
+    from PIL import Image
+
+    path = data_dir / "mtcnn_official" / "test1.jpg"
+    expected = detector.detect(photos[0])
+    for source in (path, str(path), Image.fromarray(photos[0]), torch.from_numpy(photos[0]).permute(2, 0, 1)):
+        faces = detector.detect(source)
+        assert len(faces) == len(expected) and np.allclose(faces[0].box, expected[0].box)
+    assert len(detector.detect([path, photos[1]])) == 2
+
+
+def test_huge_image_is_reduced_and_mapped_back(data_dir, photos):
+    small_budget = MTCNN(device="cpu", max_image_pixels=60_000)
+    image = photos[2]  # 1000x667: reduced about 3.3x
+    reduced = small_budget.detect(image)
+    full = MTCNN(device="cpu").detect(image)
+    assert len(reduced) >= 1
+    overlap = box_iou(torch.tensor(np.stack([f.box for f in reduced])), torch.tensor(np.stack([f.box for f in full])))
+    assert (overlap.max(1).values > 0.6).all()  # same faces, in original pixel coordinates
+
+
+def test_min_nms_uses_intersection_over_smaller_box():
+    boxes = np.array([[0, 0, 99, 99], [10, 10, 49, 49], [200, 200, 220, 220]], np.float64)
+    keep = _nms_min(boxes, np.array([0.9, 0.95, 0.5]), np.zeros(3, np.int64), 0.7)
+    # the small box lies inside the big one: IoU is 0.16 but 'Min' overlap is 1, so the lower score goes
+    assert keep.tolist() == [1, 2]
+
+
+def test_landmark_flip_averaging_changes_little(photos):
+    with_flip = MTCNN(device="cpu").detect(photos[0])
+    without = MTCNN(device="cpu", flip_landmarks=False).detect(photos[0])
+    assert np.allclose(with_flip[0].box, without[0].box)
+    difference = np.abs(with_flip[0].landmarks - without[0].landmarks).max()
+    assert 0 < difference < 0.05 * (with_flip[0].box[2] - with_flip[0].box[0])
+
+
+def test_facenet_pytorch_pipeline_reproduces_facenet_pytorch(photos):
+    facenet = pytest.importorskip("facenet_pytorch")
+    theirs = facenet.MTCNN(device="cpu", keep_all=True)
+    ours = MTCNN(device="cpu", pipeline="facenet-pytorch")
+    for image in photos:
+        boxes, _, points = theirs.detect(image, landmarks=True)
+        faces = ours.detect(image)
+        assert len(faces) == len(boxes)
+        boxes, points = boxes.astype(np.float64), points.astype(np.float64)
+        mine = np.stack([f.box for f in faces]) + [1, 1, 0, 0]  # facenet reports MATLAB's 1-based x1, y1
+        order = [int(np.abs(boxes - box).sum(1).argmin()) for box in mine]
+        assert np.abs(mine - boxes[order]).max() < 0.05
+        assert np.abs(np.stack([f.landmarks for f in faces]) - points[order]).max() < 0.05
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="min_face_size"):
+        MTCNN(device="cpu", min_face_size=5)
+    with pytest.raises(ValueError, match="pipeline"):
+        MTCNN(device="cpu", pipeline="dlib")
+    with pytest.raises(ValueError, match="thresholds"):
+        MTCNN(device="cpu", thresholds=(0.6, 0.7))

@@ -1,0 +1,77 @@
+import json
+import shutil
+
+import pytest
+
+from keenvision.cli import main
+
+
+def _lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_detect_folder_with_a_bad_file_keeps_going(tmp_path, data_dir, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(data_dir / "mtcnn_official" / "test1.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"corrupt")
+    shutil.copy(data_dir / "mtcnn_official" / "test2.jpg", folder / "c.jpg")
+    status = main(["detect", str(folder), "--json", "--out", str(tmp_path / "out"), "--align", "--device", "cpu"])
+    captured = capsys.readouterr()
+    records = _lines(captured.out)
+    assert status == 1  # partial failure is reported in the exit status
+    assert [r["path"].split("/")[-1] for r in records] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert "error" in records[1] and len(records[0]["faces"]) >= 1 and len(records[2]["faces"]) >= 1
+    assert "b.jpg" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "out" / "a.jpg").is_file() and (tmp_path / "out" / "aligned" / "a_0.png").is_file()
+
+
+def test_detect_video_frames_carry_their_index(data_dir, capsys):
+    status = main(["detect", str(data_dir / "video_samples" / "single_face.mp4"), "--json", "--video-step", "30",
+                   "--device", "cpu"])
+    records = _lines(capsys.readouterr().out)
+    assert status == 0
+    assert [r["frame"] for r in records] == [0, 30, 60]
+    assert all(len(r["faces"]) == 1 for r in records)
+
+
+def test_nothing_usable_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(b"")
+    status = main(["detect", str(tmp_path / "x.png"), str(tmp_path / "missing.jpg"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "no readable image" in err and "Traceback" not in err
+
+
+def test_bad_weights_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "w.safetensors").write_bytes(b"junk")
+    status = main(["detect", str(tmp_path), "--weights", str(tmp_path / "w.safetensors"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "safetensors" in err[0]
+
+
+def test_import_caffe_writes_the_shipped_weights(tmp_path, data_dir, capsys):
+    import torch
+
+    from keenvision.core.weights import load_weights, packaged_weights
+
+    assert main(["mtcnn", "import-caffe", str(data_dir / "mtcnn_official"), str(tmp_path / "m.safetensors")]) == 0
+    ours, shipped = load_weights(tmp_path / "m.safetensors"), load_weights(packaged_weights("mtcnn_caffe.safetensors"))
+    assert ours.keys() == shipped.keys() and all(torch.equal(ours[k], shipped[k]) for k in ours)
+    assert main(["mtcnn", "import-caffe", str(tmp_path), str(tmp_path / "n.safetensors")]) == 2
+
+
+def test_bench_json_is_the_last_line(data_dir, capsys):
+    status = main(["mtcnn", "bench", "--input", str(data_dir / "video_samples" / "single_face.mp4"), "--frames", "4",
+                   "--batch", "2", "--repeats", "1", "--device", "cpu", "--json"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    record = json.loads(last)
+    assert status == 0 and record["frames"] == 4 and record["fps_single"] > 0 and record["fps_batched"] > 0
+
+
+@pytest.mark.slow
+def test_demo_writes_a_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "MTCNN" in report and (tmp_path / "demo" / "mtcnn_detections.png").is_file()
+    assert "1 face(s) found" in report
