@@ -3,8 +3,7 @@ import json
 import pytest
 import torch
 
-from keenvision.core.weights import (WeightsError, load_into, load_weights, packaged_weights, save_weights,
-                                     sha256)
+from keenvision.core.weights import WeightsError, load_into, load_weights, packaged_weights, save_weights, sha256
 
 
 def test_roundtrip_and_prefix(tmp_path):

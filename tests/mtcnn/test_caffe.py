@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from keenvision.core.weights import load_weights, packaged_weights
-from keenvision.mtcnn.caffe import (CAFFE_FILES, CaffeFormatError, convert_mtcnn_caffe, read_caffemodel,
-                                    to_caffe_layout)
+from keenvision.mtcnn.caffe import CAFFE_FILES, CaffeFormatError, convert_mtcnn_caffe, read_caffemodel, to_caffe_layout
 from keenvision.mtcnn.model import ONet, PNet, RNet
 
 

@@ -137,3 +137,11 @@ def test_bad_arguments():
         MTCNN(device="cpu", pipeline="dlib")
     with pytest.raises(ValueError, match="thresholds"):
         MTCNN(device="cpu", thresholds=(0.6, 0.7))
+
+
+def test_facenet_pipeline_batches_mixed_sizes(photos):
+    detector = MTCNN(device="cpu", pipeline="facenet-pytorch")
+    batched = detector.detect_arrays(photos)
+    for image, together in zip(photos, batched):
+        alone = detector.detect_arrays([image])[0]
+        assert [f.score for f in alone] == pytest.approx([f.score for f in together], abs=1e-5)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..core.draw import draw_boxes
 from ..core.io import write_image
 from ..core.report import Section

