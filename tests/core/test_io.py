@@ -24,7 +24,8 @@ def test_grey_rgba_and_16_bit_files(tmp_path, photo):
     grey = Image.fromarray(photo).convert("L")
     grey.save(tmp_path / "grey.png")
     out = read_image(tmp_path / "grey.png").pixels
-    assert out.shape == photo.shape and np.array_equal(out[..., 0], np.asarray(grey)) and (out[..., 0] == out[..., 2]).all()
+    assert out.shape == photo.shape and np.array_equal(out[..., 0], np.asarray(grey))
+    assert (out[..., 0] == out[..., 2]).all()
 
     rgba = np.dstack([photo, np.full(photo.shape[:2], 17, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")

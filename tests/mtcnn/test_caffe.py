@@ -14,7 +14,8 @@ def converted(data_dir):
 
 @pytest.mark.parametrize("stage,network", [("pnet", PNet), ("rnet", RNet), ("onet", ONet)])
 def test_every_converted_tensor_equals_its_caffe_blob(data_dir, converted, stage, network):
-    blobs = [blob for layer in read_caffemodel(data_dir / "mtcnn_official" / CAFFE_FILES[stage]) for blob in layer.blobs]
+    layers = read_caffemodel(data_dir / "mtcnn_official" / CAFFE_FILES[stage])
+    blobs = [blob for layer in layers for blob in layer.blobs]
     state = {k[len(stage) + 1:]: v for k, v in converted.items() if k.startswith(stage + ".")}
     model = network(landmarks=any(k.startswith("landmarks.") for k in state))
     back = to_caffe_layout(model, state)

@@ -56,7 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tools.required = True
 
     convert = tools.add_parser("import-caffe", help="convert the authors' det1-3.caffemodel to safetensors")
-    convert.add_argument("directory", type=Path, help="folder holding det1.caffemodel, det2.caffemodel, det3.caffemodel")
+    convert.add_argument("directory", type=Path, help="folder with det1-3.caffemodel")
     convert.add_argument("output", type=Path, help="output .safetensors file")
     convert.set_defaults(handler=run_import_caffe)
 

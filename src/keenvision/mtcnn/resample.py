@@ -91,22 +91,29 @@ def resample_crops_cv2(image: np.ndarray, boxes: np.ndarray, size: int) -> np.nd
     Each axis is resized on its own (x, then y), INTER_AREA when it shrinks (fractional box weights, as
     imResample) and INTER_LINEAR when it enlarges (half-pixel centres, clamped to the crop), so boxes that
     shrink along one axis and grow along the other are handled exactly too."""
-    height, width = image.shape[:2]
-    out = np.empty((len(boxes), size, size, image.shape[2]), np.float32)
-    for row, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.int64).tolist()):
-        crop_width, crop_height = x2 - x1 + 1, y2 - y1 + 1
-        left, top, right, bottom = max(x1 - 1, 0), max(y1 - 1, 0), min(x2, width), min(y2, height)
-        crop = image[top:bottom, left:right] if right > left and bottom > top else None
-        if crop is None or crop.shape[:2] != (crop_height, crop_width):  # leaves the image: zero padding
-            padded = np.zeros((crop_height, crop_width, image.shape[2]), np.float32)
-            if crop is not None:
-                padded[top - (y1 - 1):bottom - (y1 - 1), left - (x1 - 1):right - (x1 - 1)] = crop
-            crop = padded
-        mode_x = cv2.INTER_AREA if crop_width > size else cv2.INTER_LINEAR
-        mode_y = cv2.INTER_AREA if crop_height > size else cv2.INTER_LINEAR
-        if mode_x == mode_y:
-            out[row] = cv2.resize(crop, (size, size), interpolation=mode_x).reshape(size, size, -1)
+    height, width, channels = image.shape
+    out = np.empty((len(boxes), size, size, channels), np.float32)
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    x1, y1, x2, y2 = boxes.T
+    crop_width, crop_height = x2 - x1 + 1, y2 - y1 + 1
+    left, top = np.maximum(x1 - 1, 0), np.maximum(y1 - 1, 0)
+    right, bottom = np.minimum(x2, width), np.minimum(y2, height)
+    inside = (left == x1 - 1) & (top == y1 - 1) & (right == x2) & (bottom == y2)
+    mode_x = np.where(crop_width > size, cv2.INTER_AREA, cv2.INTER_LINEAR)
+    mode_y = np.where(crop_height > size, cv2.INTER_AREA, cv2.INTER_LINEAR)
+    # plain Python scalars: indexing numpy arrays element by element costs more than the resize of a small crop
+    rows = zip(inside.tolist(), left.tolist(), top.tolist(), right.tolist(), bottom.tolist(), (x1 - 1).tolist(),
+               (y1 - 1).tolist(), crop_width.tolist(), crop_height.tolist(), mode_x.tolist(), mode_y.tolist())
+    for row, (is_inside, l, t, r, b, x0, y0, w, h, interpolation_x, interpolation_y) in enumerate(rows):
+        if is_inside:
+            crop = image[t:b, l:r]
+        else:  # leaves the image: MATLAB's zero padding
+            crop = np.zeros((h, w, channels), np.float32)
+            if r > l and b > t:
+                crop[t - y0:b - y0, l - x0:r - x0] = image[t:b, l:r]
+        if interpolation_x == interpolation_y:
+            cv2.resize(crop, (size, size), dst=out[row], interpolation=interpolation_x)
         else:
-            crop = cv2.resize(crop, (size, crop_height), interpolation=mode_x)
-            out[row] = cv2.resize(crop, (size, size), interpolation=mode_y).reshape(size, size, -1)
+            crop = cv2.resize(crop, (size, h), interpolation=interpolation_x)
+            cv2.resize(crop, (size, size), dst=out[row], interpolation=interpolation_y)
     return out

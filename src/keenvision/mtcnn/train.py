@@ -115,6 +115,8 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
         if key not in base:
             raise ValueError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(base))})")
         if key == "data" and isinstance(value, dict):
+            if set(value) - {"train", "val"}:
+                raise ValueError(f"data takes the splits 'train' and 'val', got {sorted(value)}")
             merged[key] = {**base[key], **copy.deepcopy(value)}  # splits are replaced whole, sources are lists
         elif isinstance(base[key], dict) and isinstance(value, dict):
             merged[key] = _merge(base[key], value, f"{where}{key}.")
@@ -132,16 +134,22 @@ def load_config(config_path: str | Path | None, overrides: dict | None = None) -
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if isinstance(value, Path):
+            value = str(value)  # the resolved config is written back as YAML
         *parents, leaf = key.split(".")
         config = _merge(config, _nest(parents, {leaf: value}))
     if config["stage"] not in STAGES:
         raise ValueError(f"stage must be one of {sorted(STAGES)}, got {config['stage']!r}")
     if config["optimizer"] not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config['optimizer']!r}")
-    if config["alpha"] is None:
-        config["alpha"] = dict(zip(("face", "box", "landmark"), STAGE_ALPHA[config["stage"]]))
+    paper_alpha = dict(zip(("face", "box", "landmark"), STAGE_ALPHA[config["stage"]]))
+    config["alpha"] = {**paper_alpha, **(config["alpha"] or {})}
+    if set(config["alpha"]) != set(paper_alpha):
+        raise ValueError(f"alpha takes the keys face, box and landmark, got {sorted(config['alpha'])}")
     if config["stage"] == "onet":
         config["landmarks"] = True
+    if config["max_steps"] in (None, -1) and config["max_epochs"] in (None, -1):
+        raise ValueError("set max_steps or max_epochs: training would never stop")
     return config
 
 
@@ -448,6 +456,8 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
         heads = {k: v for k, v in module.net.state_dict().items() if k.startswith("landmarks.")}
         # the shipped P/R-Net have no landmark head: keep the fresh one
         load_into(module.net, {**heads, **state}, f"{source} ({config['stage']})")
+    val_sources = config["data"].get("val") or {}
+    has_val = bool(val_sources.get("boxes") or val_sources.get("landmarks"))
     checkpoint = ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
                                  every_n_train_steps=config["checkpoint_every"], enable_version_counter=False)
     trainer = L.Trainer(
@@ -457,6 +467,7 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
         precision=config["precision"], default_root_dir=run_dir, logger=CSVLogger(run_dir, name="logs"),
         callbacks=[checkpoint, FinalCheckpoint(last)], log_every_n_steps=config["log_every_n_steps"],
         enable_progress_bar=config["progress_bar"], enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
         use_distributed_sampler=False,  # RatioSampler gives each rank its own stream
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
