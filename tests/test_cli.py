@@ -75,3 +75,22 @@ def test_demo_writes_a_report(tmp_path, capsys):
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "MTCNN" in report and (tmp_path / "demo" / "mtcnn_detections.png").is_file()
     assert "1 face(s) found" in report
+
+
+def test_video_without_faces(data_dir, capsys):
+    status = main(["detect", str(data_dir / "video_samples" / "no_face.mp4"), "--json", "--video-step", "25",
+                   "--device", "cpu"])
+    records = _lines(capsys.readouterr().out)
+    assert status == 0 and len(records) == 4 and all(r["faces"] == [] for r in records)
+
+
+def test_eval_commands_print_json_last(tmp_path, data_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    gt = data_dir / "face_benchmark_annotations" / "wider_face_val"
+    assert main(["mtcnn", "eval", "widerface", "--pred", str(tmp_path / "empty"), "--gt", str(gt), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["easy"] == record["medium"] == record["hard"] == 0.0
+    assert main(["mtcnn", "eval", "dlib-examples", "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["recall"] > 0.9 and record["nme_mean"] < 0.1
+    assert main(["mtcnn", "eval", "widerface", "--pred", str(tmp_path / "missing"), "--gt", str(gt)]) == 2

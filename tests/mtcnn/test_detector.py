@@ -145,3 +145,32 @@ def test_facenet_pipeline_batches_mixed_sizes(photos):
     for image, together in zip(photos, batched):
         alone = detector.detect_arrays([image])[0]
         assert [f.score for f in alone] == pytest.approx([f.score for f in together], abs=1e-5)
+
+
+def test_torch_crop_path_gives_the_same_detections(photos):
+    # the batched gather used on CUDA, run here on the CPU against the default OpenCV crops
+    default, gathered = MTCNN(device="cpu"), MTCNN(device="cpu")
+    gathered.crop_backend = "torch"
+    for image in photos[:2]:
+        a, b = default.detect(image), gathered.detect(image)
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert np.allclose(x.box, y.box, atol=0.01) and abs(x.score - y.score) < 1e-4
+
+
+def test_huge_jpeg_is_reduced_while_decoding(tmp_path, data_dir, detector):
+    import cv2
+
+    from keenvision.core.io import write_image
+
+    small = read_image(data_dir / "mtcnn_official" / "test1.jpg").pixels
+    factor = 6000 / small.shape[1]
+    huge = cv2.resize(small, (6000, round(small.shape[0] * factor)), interpolation=cv2.INTER_LINEAR)
+    write_image(tmp_path / "huge.jpg", huge)
+    bounded = MTCNN(device="cpu", max_image_pixels=4_000_000)
+    faces = bounded.detect(tmp_path / "huge.jpg")
+    expected = detector.detect(small)
+    assert len(faces) == len(expected)
+    found = torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float64)
+    scaled = torch.tensor(np.stack([f.box for f in expected]) * factor, dtype=torch.float64)
+    assert (box_iou(scaled, found).max(1).values > 0.7).all()

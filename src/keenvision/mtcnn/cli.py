@@ -67,6 +67,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.set_defaults(handler=run_train)
 
+    merge = tools.add_parser("merge", help="join trained stage files into one detector weights file")
+    merge.add_argument("output", type=Path, help="output .safetensors (load with MTCNN(weights=...) or --weights)")
+    for stage in ("pnet", "rnet", "onet"):
+        merge.add_argument(f"--{stage}", type=Path, help=f"{stage}.safetensors from training (default: shipped)")
+    merge.set_defaults(handler=run_merge)
+
     evaluate = tools.add_parser("eval", help="the paper's metrics: WIDER FACE AP, FDDB ROC, dlib examples")
     benchmarks = evaluate.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     benchmarks.required = True
@@ -149,6 +155,13 @@ def run_train(args: argparse.Namespace) -> int:
                                                ("resume", args.resume or None)) if value is not None}
     weights = train_from_config(args.config, overrides)
     print(f"trained weights: {weights}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from .train import merge_stage_weights
+
+    print(f"wrote {merge_stage_weights(args.output, pnet=args.pnet, rnet=args.rnet, onet=args.onet)}")
     return 0
 
 

@@ -169,6 +169,7 @@ class MTCNN(nn.Module):
         self.thresholds, self.nms_thresholds = tuple(thresholds), tuple(nms_thresholds)
         self.flip_landmarks, self.max_image_pixels = flip_landmarks, max_image_pixels
         self.pnet_pixels_per_launch = 400_000
+        self.crop_backend = "auto"  # "opencv" (CPU default), "torch" (batched gather, the CUDA default) or "auto"
         path = Path(weights) if weights is not None else packaged_weights(DEFAULT_WEIGHTS)
         state = load_weights(path)
         self.pnet = PNet(landmarks="pnet.landmarks.weight" in state)
@@ -300,7 +301,8 @@ class MTCNN(nn.Module):
             if "crops" in self.deviations:
                 tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
                 crops.append(_facenet_crops(tensor, image_boxes[:, :4], size))
-            elif self.device.type == "cpu":  # OpenCV per crop beats a batched gather on CPU
+            elif self.crop_backend == "opencv" or (self.crop_backend == "auto" and self.device.type == "cpu"):
+                # OpenCV one crop at a time beats the batched gather on CPU; both compute the same numbers
                 resized = resample_crops_cv2(image, image_boxes[:, :4].numpy(), size)
                 crops.append(torch.from_numpy(resized).permute(0, 3, 1, 2))
             else:
