@@ -94,3 +94,22 @@ def test_eval_commands_print_json_last(tmp_path, data_dir, capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["recall"] > 0.9 and record["nme_mean"] < 0.1
     assert main(["mtcnn", "eval", "widerface", "--pred", str(tmp_path / "missing"), "--gt", str(gt)]) == 2
+
+
+def test_huge_image_reports_original_coordinates(tmp_path, data_dir, capsys):
+    import cv2
+
+    from keenvision.core.io import read_image, write_image
+
+    small = read_image(data_dir / "mtcnn_official" / "test2.jpg").pixels
+    write_image(tmp_path / "big.jpg", cv2.resize(small, (small.shape[1] * 8, small.shape[0] * 8)))
+    assert main(["detect", str(tmp_path / "big.jpg"), "--json", "--device", "cpu", "--max-pixels", "1000000",
+                 "--out", str(tmp_path / "out")]) == 0
+    record = _lines(capsys.readouterr().out)[0]
+    assert (record["width"], record["height"]) == (small.shape[1] * 8, small.shape[0] * 8)
+    main(["detect", str(data_dir / "mtcnn_official" / "test2.jpg"), "--json", "--device", "cpu"])
+    reference = _lines(capsys.readouterr().out)[0]["faces"][0]["box"]
+    assert len(record["faces"]) == 1
+    assert max(abs(a / 8 - b) for a, b in zip(record["faces"][0]["box"], reference)) < 5
+    annotated = read_image(tmp_path / "out" / "big.jpg").pixels
+    assert annotated.shape[0] * annotated.shape[1] <= 1_000_000  # drawn on the reduced copy

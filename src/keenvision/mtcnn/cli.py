@@ -25,6 +25,8 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7), metavar=("P", "R", "O"),
                        help="P/R/O-Net face probabilities (default 0.6 0.7 0.7; WIDER FACE setting 0.5 0.5 0.3)")
     group.add_argument("--factor", type=float, default=0.709, help="pyramid scale step (default 0.709)")
+    group.add_argument("--max-pixels", type=int, default=16_000_000,
+                       help="larger images are reduced to this many pixels first, results mapped back (default 16e6)")
     group.add_argument("--pipeline", choices=["official", "facenet-pytorch"], default="official",
                        help="follow the authors' MATLAB code (default) or reproduce facenet-pytorch's outputs")
 
@@ -33,7 +35,8 @@ def make_detector(args: argparse.Namespace):
     from .detector import MTCNN
 
     return MTCNN(weights=args.weights, device=args.device, min_face_size=args.min_face,
-                 thresholds=tuple(args.thresholds), factor=args.factor, pipeline=args.pipeline)
+                 thresholds=tuple(args.thresholds), factor=args.factor, pipeline=args.pipeline,
+                 max_image_pixels=args.max_pixels)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -21,8 +21,9 @@ class FileResult:
     path: Path
     frame: int | None = None
     faces: list[Face] = field(default_factory=list)
-    size: tuple[int, int] | None = None  # (width, height)
+    size: tuple[int, int] | None = None  # (width, height) of the original image
     error: str | None = None
+    scale: float = 1.0  # size of the pixels detected on / original size (below 1 for reduced huge images)
 
     def to_dict(self) -> dict:
         record: dict = {"path": str(self.path)}
@@ -47,17 +48,25 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _frames_of(path: Path, video_step: int) -> Iterator[tuple[Path, int | None, np.ndarray | str, float]]:
-    """(path, frame index or None, pixels or error message, scale) for every image/frame of one input."""
+_Frame = tuple[Path, int | None, np.ndarray | str, float]
+
+
+def _frames_of(path: Path, video_step: int, max_pixels: int) -> Iterator[_Frame]:
+    """(path, frame index or None, pixels or error message, scale) for every image/frame of one input; images
+    above ``max_pixels`` are reduced while decoding and ``scale`` says by how much."""
     if is_video(path):
         try:
             for index, frame in video_frames(path, video_step):
-                yield path, index, frame, 1.0
+                if frame.shape[0] * frame.shape[1] > max_pixels:
+                    reduced = read_image(frame, max_pixels)
+                    yield path, index, reduced.pixels, reduced.scale
+                else:
+                    yield path, index, frame, 1.0
         except ImageReadError as error:
             yield path, None, str(error), 1.0
         return
     try:
-        read = read_image(path)
+        read = read_image(path, max_pixels)
     except ImageReadError as error:
         yield path, None, str(error), 1.0
         return
@@ -69,30 +78,25 @@ def detect_files(detector: MTCNN, paths: list[str | Path], batch_size: int = 8,
     """Yield ``(result, pixels)`` per image and per video frame (every ``video_step``-th), in input order.
 
     Images are detected ``batch_size`` at a time (any mix of sizes); unreadable inputs give a result with
-    ``error`` set and the rest carry on. Huge images are reduced to ``detector.max_image_pixels`` first."""
+    ``error`` set and the rest carry on. Images above ``detector.max_image_pixels`` are reduced while decoding
+    (memory stays bounded); their faces are reported in original pixels and ``result.scale`` is the reduction of
+    the returned ``pixels``."""
     def inputs():
         for path in expand_paths(paths):
-            yield from _frames_of(path, video_step)
+            yield from _frames_of(path, video_step, detector.max_image_pixels)
 
     for batch in _batches(inputs(), batch_size):
-        good = [item for item in batch if isinstance(item[2], np.ndarray)]
-        pixels = []
-        for _, _, image, _ in good:
-            if image.shape[0] * image.shape[1] > detector.max_image_pixels:
-                image = read_image(image, detector.max_image_pixels).pixels
-            pixels.append(image)
+        pixels = [image for _, _, image, _ in batch if isinstance(image, np.ndarray)]
         faces = iter(detector.detect_arrays(pixels)) if pixels else iter(())
-        scaled = iter(pixels)
-        for path, frame, image, _ in batch:
+        for path, frame, image, scale in batch:
             if isinstance(image, str):
                 yield FileResult(Path(path), frame, error=image), None
                 continue
-            image_faces, used = next(faces), next(scaled)
-            factor = used.shape[1] / image.shape[1]
-            if factor != 1.0:  # detected on a reduced copy: map back to the original pixels
-                for face in image_faces:
-                    face.box, face.landmarks = face.box / factor, face.landmarks / factor
-            yield FileResult(Path(path), frame, image_faces, (image.shape[1], image.shape[0])), image
+            image_faces = next(faces)
+            for face in image_faces:  # back to the original pixels
+                face.box, face.landmarks = face.box / scale, face.landmarks / scale
+            size = (round(image.shape[1] / scale), round(image.shape[0] / scale))
+            yield FileResult(Path(path), frame, image_faces, size, scale=scale), image
 
 
 def output_name(result: FileResult, suffix: str) -> str:
@@ -105,16 +109,16 @@ def write_outputs(result: FileResult, image: np.ndarray, out_dir: Path, annotate
     """Annotated image (``<stem>.jpg``/``<stem>_f<frame>.jpg``) and, with ``aligned_size``, aligned face crops
     (``aligned/<stem>_<k>.png``); every file written atomically. Returns the paths written."""
     written = []
-    if annotate:
-        boxes = [f.box for f in result.faces]
-        canvas = draw_boxes(image, boxes, [f.score for f in result.faces], [f.landmarks for f in result.faces])
+    if annotate:  # drawn on the pixels detected on, which huge images had reduced
+        canvas = draw_boxes(image, [f.box * result.scale for f in result.faces], [f.score for f in result.faces],
+                            [f.landmarks * result.scale for f in result.faces])
         path = out_dir / output_name(result, ".jpg")
         write_image(path, canvas)
         written.append(path)
     if aligned_size is not None:
         for index, face in enumerate(result.faces):
             path = out_dir / "aligned" / output_name(result, f"_{index}.png")
-            write_image(path, align(image, face.landmarks, aligned_size))
+            write_image(path, align(image, face.landmarks * result.scale, aligned_size))
             written.append(path)
     return written
 
