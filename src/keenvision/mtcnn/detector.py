@@ -329,11 +329,14 @@ class MTCNN(nn.Module):
                 crops.append(_facenet_crops(tensor, image_boxes[:, :4], size))
             elif self.crop_backend == "opencv" or (self.crop_backend == "auto" and self.device.type == "cpu"):
                 # OpenCV one crop at a time beats the batched gather on CPU (same numbers); split over threads
-                # (threads pay off from a few dozen crops up)
-                splits = _workers()._max_workers if len(image_boxes) >= 64 else 1
-                parts = np.array_split(image_boxes[:, :4].numpy(), splits)
-                resized = list(_workers().map(partial(resample_crops_cv2, image, size=size), parts))
-                crops.append(torch.from_numpy(np.concatenate(resized)).permute(0, 3, 1, 2))
+                # (threads pay off from a few dozen crops up; below that the hand-over costs more than it saves)
+                boxes_array = image_boxes[:, :4].numpy()
+                if len(boxes_array) >= 64 and _workers()._max_workers > 1:
+                    parts = np.array_split(boxes_array, _workers()._max_workers)
+                    resized = np.concatenate(list(_workers().map(partial(resample_crops_cv2, image, size=size), parts)))
+                else:
+                    resized = resample_crops_cv2(image, boxes_array, size)
+                crops.append(torch.from_numpy(resized).permute(0, 3, 1, 2))
             else:
                 tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
                 crops.append(resample_crops(tensor, image_boxes[:, :4], size))
