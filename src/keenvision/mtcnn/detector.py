@@ -7,8 +7,9 @@ in edge coordinates. Inside the cascade we keep the MATLAB convention so every r
 and NMS overlap is the official one, and convert once at the end.
 
 Batching: all images of a call go through each stage together. P-Net runs once per distinct pyramid-level shape
-(video frames share every shape, so a batch of frames costs one launch per level); R-Net and O-Net crops of all
-images are resampled in one batched gather per image (`resample_crops`) and classified in single launches.
+(video frames share every shape, so a batch of frames costs one launch per level, split only to keep feature maps
+cache-sized); R-Net and O-Net crops of all images are classified in single launches. Pyramid levels and crops are
+resampled by OpenCV in worker threads on CPU, by a batched tensor gather (`resample_crops`) on other devices.
 
 ``pipeline="facenet-pytorch"`` reproduces that popular port's deviations instead (pyramid sizes ``int(h*s + 1)``
 shrunk by integer-bin adaptive pooling, crops clipped to the image instead of zero-padded, no ``fix()`` of box
@@ -193,8 +194,10 @@ class MTCNN(nn.Module):
         self.min_face_size, self.factor = float(min_face_size), float(factor)
         self.thresholds, self.nms_thresholds = tuple(thresholds), tuple(nms_thresholds)
         self.flip_landmarks, self.max_image_pixels = flip_landmarks, max_image_pixels
+        # tuning knobs, not part of the method: P-Net batch size in pixels, and which crop resampler runs
+        # ("auto": OpenCV on CPU, the batched gather elsewhere; "opencv" or "torch" to force one; same numbers)
         self.pnet_pixels_per_launch = 400_000
-        self.crop_backend = "auto"  # "opencv" (CPU default), "torch" (batched gather, the CUDA default) or "auto"
+        self.crop_backend = "auto"
         path = Path(weights) if weights is not None else packaged_weights(DEFAULT_WEIGHTS)
         state = load_weights(path)
         self.pnet = PNet(landmarks="pnet.landmarks.weight" in state)
