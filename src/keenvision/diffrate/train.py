@@ -1,0 +1,193 @@
+"""Training the small CIFAR-10 ViT that DiffRate's embedded default compresses (timm architecture, from scratch).
+
+Run ``python -m keenvision.diffrate.train --config configs/diffrate/cifar10_vit.yaml [--resume]``. Lightning owns the
+loop, devices, precision and checkpoints (``<run_dir>/checkpoints/last.ckpt`` every ``checkpoint_every`` steps, so an
+interrupted CPU run continues where it stopped); the final weights are written as fp16 safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..core.data import data_root
+from ..core.weights import save_weights
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# per-channel statistics of the CIFAR-10 training set (0..1 scale)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+DEFAULT_CONFIG = {
+    "run_dir": "runs/diffrate/cifar10_vit", "cache_dir": "runs/diffrate/cache", "seed": 0,
+    "model": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 4.0,
+              "num_classes": 10, "drop_path_rate": 0.1},
+    "batch_size": 128, "lr": 1.0e-3, "weight_decay": 0.05, "warmup_steps": 500, "max_steps": 6000,
+    "label_smoothing": 0.1, "checkpoint_every": 500, "val_every": 2000, "num_threads": 2, "precision": "32-true",
+    "accelerator": "auto", "devices": 1, "resume": False, "images_per_class": None,
+}
+
+
+def build_vit(config: dict) -> torch.nn.Module:
+    """A timm VisionTransformer with the given architecture (class token, no pretrained weights)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(**config)
+
+
+def load_cifar10(split: str, cache_dir: str | Path, root: str | Path | None = None,
+                 images_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 ``split`` ("train" or "test") as uint8 images ``[N, 32, 32, 3]`` and int64 labels ``[N]``, decoded
+    once from ``<root>/cifar10/<split>.zip`` (JPEG files ``<split>/<class>/<n>.jpg``) and cached as .npz;
+    ``images_per_class`` keeps the first so many of each class (quick runs and tests)."""
+    suffix = f"_{images_per_class}" if images_per_class else ""
+    cache = Path(cache_dir) / f"cifar10_{split}{suffix}.npz"
+    if cache.is_file():
+        with np.load(cache) as stored:
+            return stored["images"], stored["labels"]
+    archive = Path(root or data_root()) / "cifar10" / f"{split}.zip"
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found (set KEEN_DATA to the shared data folder)")
+    images, labels = [], []
+    per_class: dict[int, int] = {}
+    with zipfile.ZipFile(archive) as bundle:
+        for name in sorted(n for n in bundle.namelist() if n.lower().endswith((".jpg", ".png"))):
+            label = CIFAR10_CLASSES.index(Path(name).parent.name)
+            per_class[label] = per_class.get(label, 0) + 1
+            if images_per_class and per_class[label] > images_per_class:
+                continue
+            images.append(np.asarray(Image.open(io.BytesIO(bundle.read(name))).convert("RGB")))
+            labels.append(label)
+    images, labels = np.stack(images), np.asarray(labels, np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, images=images, labels=labels)
+    return images, labels
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 32, 32, 3]`` -> float ``[B, 3, 32, 32]`` standardised with the CIFAR-10 statistics."""
+    mean = images.new_tensor(CIFAR10_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = images.new_tensor(CIFAR10_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+
+
+class ArrayDataset(Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: bool):
+        self.images, self.labels, self.augment = torch.from_numpy(images), torch.from_numpy(labels), augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if self.augment:  # the standard CIFAR recipe: 4-pixel padded random crop and horizontal flip
+            padded = F.pad(image.permute(2, 0, 1), (4, 4, 4, 4), mode="reflect").permute(1, 2, 0)
+            top, left = torch.randint(0, 9, (2,)).tolist()
+            image = padded[top:top + 32, left:left + 32]
+            if torch.rand(()) < 0.5:
+                image = image.flip(1)
+        return image, self.labels[index]
+
+
+class CifarClassifier(L.LightningModule):
+    """The ViT with label-smoothed cross-entropy, AdamW, linear warm-up then cosine decay."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        self.model = build_vit(config["model"])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(normalise(images))
+
+    def training_step(self, batch, _):
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels, label_smoothing=self.config["label_smoothing"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, _):
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.log("val/top1", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1 or "pos_embed" in n]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.config["weight_decay"]},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.config["lr"])
+        warmup, total = self.config["warmup_steps"], self.config["max_steps"]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    config = {**DEFAULT_CONFIG, "model": dict(DEFAULT_CONFIG["model"])}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        config.update({k: v for k, v in loaded.items() if k != "model"})
+        config["model"].update(loaded.get("model", {}))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config[key] = value
+    unknown = set(config) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    return config
+
+
+def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = None) -> Path:
+    """Train (or resume) and write ``<run_dir>/cifar10_vit.safetensors`` (fp16); returns its path."""
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(config["num_threads"])
+    L.seed_everything(config["seed"], workers=True)
+    run_dir = Path(config["run_dir"])
+    subset = config["images_per_class"]
+    train = ArrayDataset(*load_cifar10("train", config["cache_dir"], images_per_class=subset), augment=True)
+    test = ArrayDataset(*load_cifar10("test", config["cache_dir"], images_per_class=subset), augment=False)
+    module = CifarClassifier(config)
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                                      every_n_train_steps=config["checkpoint_every"], save_top_k=0)
+    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                        precision=config["precision"], callbacks=[checkpoints], default_root_dir=run_dir,
+                        val_check_interval=config["val_every"], check_val_every_n_epoch=None,
+                        logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"), log_every_n_steps=50,
+                        enable_progress_bar=False)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True),
+                DataLoader(test, batch_size=500), ckpt_path=str(last) if config["resume"] and last.is_file() else None,
+                weights_only=True)
+    out = run_dir / "cifar10_vit.safetensors"
+    state = {k: v.half() if v.is_floating_point() else v for k, v in module.model.state_dict().items()}
+    save_weights(state, out, {"architecture": yaml.safe_dump(config["model"]), "global_step": str(trainer.global_step)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-steps", type=int)
+    args = parser.parse_args()
+    print(train_cifar_vit(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+
+
+if __name__ == "__main__":
+    main()
