@@ -12,8 +12,16 @@ from keenvision.diffrate.train import (
     train_cifar_vit,
 )
 
-TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0,
-        "num_classes": 10, "drop_path_rate": 0.0}
+TINY = {
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 2.0,
+    "num_classes": 10,
+    "drop_path_rate": 0.0,
+}
 
 
 def test_cifar10_reader_decodes_real_images(data_dir, tmp_path):
@@ -46,8 +54,16 @@ def test_a_few_steps_lower_the_loss_on_real_images(data_dir, tmp_path):
 
 def test_training_writes_fp16_weights_and_resumes(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("KEEN_DATA", str(data_dir))
-    overrides = {"run_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"), "images_per_class": 4,
-                 "batch_size": 8, "max_steps": 4, "checkpoint_every": 2, "val_every": 4, "warmup_steps": 1}
+    overrides = {
+        "run_dir": str(tmp_path / "run"),
+        "cache_dir": str(tmp_path / "cache"),
+        "images_per_class": 4,
+        "batch_size": 8,
+        "max_steps": 4,
+        "checkpoint_every": 2,
+        "val_every": 4,
+        "warmup_steps": 1,
+    }
     config = tmp_path / "tiny.yaml"
     config.write_text("model: " + str(TINY).replace("'", "") + "\n")
     first = train_cifar_vit(config, overrides)

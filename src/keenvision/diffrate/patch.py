@@ -1,0 +1,300 @@
+"""Patch a timm VisionTransformer in place to run a DiffRate schedule with real token removal.
+
+Like ToMe's ``apply_patch``, :func:`patch` swaps the classes of the model, its blocks and their attention modules
+for subclasses of the originals (so ``isinstance`` checks and the state_dict are untouched), and :func:`unpatch`
+swaps them back. Each patched block runs (notes "What one compressed block does"):
+
+    attention (with proportional attention, exposing importance) -> sort -> prune -> merge -> MLP
+
+with static integer token counts from ``model.schedule``, the same for every image of a batch.
+
+Importance: with a class token, class-token attention averaged over heads (the paper). Without one (e.g.
+``global_pool="avg", class_token=False``), the attention each token receives averaged over heads and queries:
+the closest analogue of "how much the model reads this token", and every patch token is then a merge
+destination. Prefix tokens (class, register, distillation) are never pruned and never merge destinations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
+
+from .merge import (
+    MERGE_MODES,
+    class_attention_importance,
+    gather_tokens,
+    importance_order,
+    initial_sources,
+    match_to_destinations,
+    merge_tokens,
+    proportional_attention_bias,
+    received_attention_importance,
+    similarity_weighted_sizes,
+    size_weighted_merge,
+)
+from .schedule import Schedule, model_depth_and_tokens
+
+_PATCHED_CLASSES: dict[type, type] = {}
+
+
+class DiffRateAttentionMixin:
+    """Attention that adds log(size) to its logits and can return patch-token importance."""
+
+    def diffrate_forward(
+        self, x: torch.Tensor, attention_bias: torch.Tensor | None, importance: str | None, num_prefix_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention of timm's ``Attention`` plus DiffRate's additions.
+
+        Args:
+            x: [B, N, C] normalised tokens.
+            attention_bias: [B, 1, 1, N] log(size) bias (proportional attention) or None.
+            importance: None, "class" (class-token row) or "received" (column mean).
+            num_prefix_tokens: P.
+
+        Returns:
+            output [B, N, C] and importance [B, N - P] (None when not asked for).
+        """
+        batch, tokens, _ = x.shape
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if attention_bias is not None:
+            attention_bias = attention_bias.to(q.dtype)
+        token_importance = None
+        # The fused kernel never materialises the attention matrix, so it stays on unless the full matrix is needed
+        # ("received" importance); the class-token row alone is one extra 1 x N product per head.
+        if self.fused_attn and importance != "received":
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attention_bias, dropout_p=self.attn_drop.p if self.training else 0.0
+            )
+            if importance == "class":
+                class_logits = (q[:, :, :1] * self.scale) @ k.transpose(-2, -1)  # [B, H, 1, N]
+                if attention_bias is not None:
+                    class_logits = class_logits + attention_bias
+                token_importance = class_attention_importance(class_logits.softmax(dim=-1), num_prefix_tokens)
+        else:
+            q = q * self.scale
+            attention = q @ k.transpose(-2, -1)
+            if attention_bias is not None:
+                attention = attention + attention_bias
+            attention = attention.softmax(dim=-1)
+            if importance == "class":
+                token_importance = class_attention_importance(attention, num_prefix_tokens)
+            elif importance == "received":
+                token_importance = received_attention_importance(attention, num_prefix_tokens)
+            out = self.attn_drop(attention) @ v
+        out = out.transpose(1, 2).reshape(batch, tokens, self.attn_dim)
+        out = self.norm(out)
+        if gate is not None:
+            out = out * gate
+        return self.proj_drop(self.proj(out)), token_importance
+
+
+class DiffRateBlockMixin:
+    """Block that compresses tokens between attention and MLP with the counts the model's schedule gives it."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """[B, N, C] -> [B, N', C] with N' = min(N, prune_kept, merge_kept) of this block."""
+        if attn_mask is not None or is_causal:
+            raise ValueError("DiffRate-patched blocks do not take attention masks (tokens are removed instead)")
+        state = self._diffrate_state
+        num_prefix_tokens = state["num_prefix_tokens"]
+        batch, tokens, _ = x.shape
+        if state["trace_source"] and state["source"] is None:
+            state["source"] = initial_sources(batch, tokens, x.device)
+        # Effective counts are non-increasing whatever the schedule says (notes invariant 3).
+        prune_kept = min(tokens, self._diffrate_prune_kept)
+        merge_kept = min(prune_kept, self._diffrate_merge_kept)
+        if merge_kept <= num_prefix_tokens:
+            prune_kept = merge_kept  # merging into no patch token at all is pruning them all
+        compress = merge_kept < tokens
+        size = state["size"]
+        attention_bias = proportional_attention_bias(size) if size is not None and state["proportional"] else None
+        attention_out, importance = self.attn.diffrate_forward(
+            self.norm1(x), attention_bias, state["importance"] if compress else None, num_prefix_tokens
+        )
+        x = x + self.drop_path1(self.ls1(attention_out))
+        if compress:
+            x = self._diffrate_compress(x, importance, prune_kept, merge_kept)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+    def _diffrate_compress(
+        self, x: torch.Tensor, importance: torch.Tensor, prune_kept: int, merge_kept: int
+    ) -> torch.Tensor:
+        """Sort by importance, prune to `prune_kept`, merge to `merge_kept`; update sizes/sources. [B,N,C]->[B,K,C]."""
+        state = self._diffrate_state
+        num_prefix_tokens = state["num_prefix_tokens"]
+        batch, tokens, _ = x.shape
+        size = state["size"]
+        if size is None:
+            size = torch.ones(batch, tokens, device=x.device, dtype=torch.float32)
+        # Sorting then keeping a prefix of the order is the prune step: the tail is the least important.
+        kept_order = importance_order(importance, num_prefix_tokens)[:, :prune_kept]
+        x, size = gather_tokens(x, kept_order), gather_tokens(size, kept_order)
+        source = state["source"]
+        if source is not None:
+            source = gather_tokens(source, kept_order)
+        if merge_kept < prune_kept:
+            destination, similarity = match_to_destinations(x.detach(), merge_kept, num_prefix_tokens)
+            if state["merge_mode"] == "size_weighted":
+                merged, size = size_weighted_merge(x, size.to(x.dtype), destination, merge_kept)
+                x, size = merged, size.float()
+            else:
+                x = merge_tokens(x, destination, merge_kept, reduce="mean")
+                size = similarity_weighted_sizes(size, destination, similarity, merge_kept)
+            if source is not None:
+                source = merge_tokens(source, destination, merge_kept, reduce="amax")
+        state["size"], state["source"] = size, source
+        return x
+
+
+class DiffRateVisionTransformerMixin:
+    """VisionTransformer that resets token sizes per forward, pools by size, and owns a ``schedule``."""
+
+    @property
+    def schedule(self) -> Schedule:
+        """The schedule the blocks run; assign a :class:`Schedule`, a file path, or None (keep all tokens)."""
+        return self._diffrate_state["schedule"]
+
+    @schedule.setter
+    def schedule(self, schedule: Schedule | str | Path | None) -> None:
+        depth, tokens = model_depth_and_tokens(self)
+        if schedule is None:
+            schedule = Schedule.keep_all(depth, tokens)
+        elif isinstance(schedule, str | Path):
+            schedule = Schedule.load(schedule)
+        elif not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a Schedule, a file path or None, not {type(schedule).__name__}")
+        schedule.validate(depth, tokens, min_tokens=max(1, self._diffrate_state["num_prefix_tokens"]))
+        for block, prune_kept, merge_kept in zip(self.blocks, schedule.prune_kept, schedule.merge_kept):
+            block._diffrate_prune_kept = prune_kept
+            block._diffrate_merge_kept = merge_kept
+        self._diffrate_state["schedule"] = schedule
+
+    @property
+    def token_sources(self) -> torch.Tensor | None:
+        """[B, N_out, N_in] 0/1 map of which input tokens each output token holds (``patch(trace_source=True)``)."""
+        return self._diffrate_state["source"]
+
+    @property
+    def token_sizes(self) -> torch.Tensor | None:
+        """[B, N_out] sizes after the last forward (None if nothing was merged or pruned)."""
+        return self._diffrate_state["size"]
+
+    def forward_features(self, x: torch.Tensor, attn_mask: Any = None, is_causal: bool = False) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, N_out, C]; token sizes and sources start afresh for every batch."""
+        if attn_mask is not None or is_causal:
+            raise ValueError("DiffRate-patched models do not take attention masks")
+        self._diffrate_state["size"] = None
+        self._diffrate_state["source"] = None
+        return super().forward_features(x)
+
+    def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
+        """Average pooling weighted by token size (a merged token stands for several patches); others unchanged."""
+        pool_type = self.global_pool if pool_type is None else pool_type
+        size = self._diffrate_state["size"]
+        if self.attn_pool is not None or pool_type != "avg" or size is None:
+            return super().pool(x, pool_type=pool_type)
+        start = 0 if self.pool_include_prefix else self.num_prefix_tokens
+        weight = size[:, start:].to(x.dtype).unsqueeze(-1)
+        return (x[:, start:] * weight).sum(dim=1) / weight.sum(dim=1)
+
+
+def _patched_class(original: type, mixin: type) -> type:
+    """The cached subclass ``(mixin, original)``, named after the original."""
+    key = (original, mixin)
+    if key not in _PATCHED_CLASSES:
+        name = f"DiffRate{original.__name__}"
+        _PATCHED_CLASSES[key] = type(name, (mixin, original), {"_diffrate_original": original})
+    return _PATCHED_CLASSES[key]
+
+
+def is_patched(model: torch.nn.Module) -> bool:
+    """Whether `model` is a DiffRate-patched VisionTransformer."""
+    return isinstance(model, DiffRateVisionTransformerMixin)
+
+
+def _check_supported(model: Any) -> None:
+    """Raise ValueError unless `model` is a timm VisionTransformer with standard blocks and attention."""
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"diffrate.patch supports timm VisionTransformer models, not {type(model).__name__}")
+    if not hasattr(VisionTransformer, "pool"):
+        raise ValueError("diffrate.patch needs timm >= 1.0.10 (VisionTransformer.pool)")
+    for index, block in enumerate(model.blocks):
+        # A block or attention class with its own forward would be silently bypassed by ours.
+        if not isinstance(block, Block) or type(block).forward is not Block.forward:
+            raise ValueError(f"block {index} is {type(block).__name__}; diffrate.patch supports timm's Block only")
+        attention = block.attn
+        if not isinstance(attention, Attention) or type(attention).forward is not Attention.forward:
+            raise ValueError(
+                f"block {index} attention is {type(attention).__name__}; diffrate.patch supports timm's Attention only"
+            )
+
+
+def patch(
+    model: torch.nn.Module,
+    schedule: Schedule | str | Path | None = None,
+    *,
+    merge_mode: str = "mean",
+    proportional_attention: bool = True,
+    trace_source: bool = False,
+) -> torch.nn.Module:
+    """Make a timm VisionTransformer run DiffRate token pruning and merging, in place; return it.
+
+    Args:
+        model: a timm ``VisionTransformer`` (DeiT, ViT, MAE-style global-pool, with or without class token).
+        schedule: kept-token counts per block (a :class:`Schedule`, a file path for :meth:`Schedule.load`), or
+            None to keep every token until ``model.schedule`` is set.
+        merge_mode: "mean" (public DiffRate: unweighted mean, similarity-weighted sizes) or "size_weighted"
+            (ToMe: size-weighted mean, summed sizes).
+        proportional_attention: add log(size) to attention logits (DiffRate/ToMe); on by default.
+        trace_source: keep ``model.token_sources`` ([B, N_out, N_in] 0/1) for visualising merges.
+
+    Patching an already patched model only updates the schedule and options.
+    """
+    if merge_mode not in MERGE_MODES:
+        raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}")
+    if not is_patched(model):
+        _check_supported(model)
+        has_class_token = getattr(model, "cls_token", None) is not None
+        state = {
+            "schedule": None,
+            "size": None,
+            "source": None,
+            "num_prefix_tokens": int(model.num_prefix_tokens),
+            "importance": "class" if has_class_token else "received",
+        }
+        model._diffrate_state = state
+        model.__class__ = _patched_class(type(model), DiffRateVisionTransformerMixin)
+        for block in model.blocks:
+            block._diffrate_state = state
+            block.__class__ = _patched_class(type(block), DiffRateBlockMixin)
+            block.attn.__class__ = _patched_class(type(block.attn), DiffRateAttentionMixin)
+    model._diffrate_state.update(merge_mode=merge_mode, proportional=proportional_attention, trace_source=trace_source)
+    try:
+        model.schedule = schedule
+    except ValueError:
+        if model._diffrate_state["schedule"] is None:
+            unpatch(model)  # a fresh patch with a bad schedule leaves the model as it was
+        raise
+    return model
+
+
+def unpatch(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo :func:`patch` in place (original classes, no DiffRate attributes); return the model."""
+    if not is_patched(model):
+        return model
+    for block in model.blocks:
+        block.attn.__class__ = type(block.attn)._diffrate_original
+        block.__class__ = type(block)._diffrate_original
+        for name in ("_diffrate_state", "_diffrate_prune_kept", "_diffrate_merge_kept"):
+            block.__dict__.pop(name, None)
+    model.__class__ = type(model)._diffrate_original
+    model.__dict__.pop("_diffrate_state", None)
+    return model
