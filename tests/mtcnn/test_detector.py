@@ -16,16 +16,10 @@ def photos(data_dir):
 
 
 def _dlib_boxes(data_dir, image_name):
-    import xml.etree.ElementTree as ElementTree
+    from keenvision.mtcnn.annotations import read_imglab
 
-    boxes = []
-    for xml in ("training.xml", "testing.xml"):
-        for image in ElementTree.parse(data_dir / "faces_dlib_examples" / xml).getroot().iter("image"):
-            if image.get("file") == image_name:
-                for box in image.iter("box"):
-                    left, top = float(box.get("left")), float(box.get("top"))
-                    boxes.append([left, top, left + float(box.get("width")), top + float(box.get("height"))])
-    return np.array(boxes)
+    return np.array([face["box"] for xml in ("training.xml", "testing.xml")
+                     for face in read_imglab(data_dir / "faces_dlib_examples" / xml).get(image_name, [])])
 
 
 def test_pyramid_scales_follow_the_matlab_rule():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from keenvision.mtcnn import Face
+from keenvision.mtcnn.annotations import five_points_from_ibug, read_imglab
 from keenvision.mtcnn.evaluate import (
-    _read_imglab,
     evaluate_dlib_examples,
     evaluate_fddb,
     evaluate_widerface,
@@ -20,7 +20,6 @@ from keenvision.mtcnn.evaluate import (
     load_fddb_ground_truth,
     load_widerface_ground_truth,
     read_fddb_predictions,
-    reference_five_points,
     write_fddb_predictions,
     write_widerface_predictions,
 )
@@ -358,11 +357,11 @@ class _Oracle:
     def __init__(self, data_dir, offset=(0.0, 0.0)):
         self.shapes = {}
         for split in ("training", "testing"):
-            self.shapes.update(_read_imglab(data_dir / f"{split}_with_face_landmarks.xml"))
+            self.shapes.update(read_imglab(data_dir / f"{split}_with_face_landmarks.xml"))
         self.offset = np.asarray(offset)
 
     def detect(self, paths):
-        return [[Face(box=f["box"], score=1.0, landmarks=reference_five_points(f["parts"]) + self.offset)
+        return [[Face(box=f["box"], score=1.0, landmarks=five_points_from_ibug(f["parts"]) + self.offset)
                  for f in self.shapes[path.rsplit("/", 1)[-1]]] for path in paths]
 
 
@@ -377,7 +376,7 @@ def test_dlib_examples_oracle(data_dir):
     # every point 5 px off: NME is 5 / inter-ocular distance per face
     result = evaluate_dlib_examples(_Oracle(folder, (3.0, 4.0)), folder)
     shapes = _Oracle(folder).shapes
-    eyes = np.array([reference_five_points(f["parts"])[:2] for faces in shapes.values() for f in faces])
+    eyes = np.array([five_points_from_ibug(f["parts"])[:2] for faces in shapes.values() for f in faces])
     nme = 5 / np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
     assert result["nme_mean"] == pytest.approx(nme.mean())
     assert result["nme_failure_rate"] == pytest.approx(np.mean(nme > 0.1))

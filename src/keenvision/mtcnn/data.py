@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.io import read_image
+from .annotations import five_points_from_ibug, read_imglab
 from .resample import resample_crops
 
 NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, 2, 3
@@ -47,8 +47,6 @@ IGNORED = -1  # IoU between 0.3 and 0.4: neither a clear negative nor a part fac
 
 # iBUG 68-point indices of the 5 MTCNN points, as seen: eye on the image's left (the subject's right eye), eye on
 # the right, nose tip, mouth corner on the left, mouth corner on the right
-_IBUG_EYES = (range(36, 42), range(42, 48))
-_IBUG_NOSE, _IBUG_MOUTH_CORNERS = 30, (48, 54)
 _MIRRORED_POINTS = [1, 0, 2, 4, 3]  # horizontal flip swaps left and right eyes and mouth corners
 
 
@@ -134,41 +132,27 @@ def write_landmark_faces(faces: list[LandmarkFace], annotation_file: str | Path,
     return annotation_file
 
 
-def _dlib_images(xml_file: Path):
-    for image in ET.parse(xml_file).getroot().iter("image"):
-        yield image.get("file"), image.findall("box")
-
-
-def _dlib_box(box: ET.Element) -> np.ndarray:
-    left, top = float(box.get("left")), float(box.get("top"))
-    return np.array([left, top, left + float(box.get("width")), top + float(box.get("height"))])
-
-
 def dlib_xml_to_wider(xml_file: str | Path, annotation_file: str | Path) -> Path:
     """Convert a dlib imglab XML (``<box top left width height [ignore]>``) to the WIDER FACE txt format; image
     paths stay relative to the XML's folder, which is the images root to read it with."""
     xml_file = Path(xml_file)
     images = []
-    for name, boxes in _dlib_images(xml_file):
-        coordinates = np.array([_dlib_box(b) for b in boxes]).reshape(-1, 4)
-        valid = np.array([b.get("ignore", "0") != "1" for b in boxes], dtype=bool)
+    for name, faces in read_imglab(xml_file).items():
+        coordinates = np.array([f["box"] for f in faces]).reshape(-1, 4)
+        valid = np.array([not f["ignore"] for f in faces], dtype=bool)
         images.append(ImageFaces(xml_file.parent / name, coordinates, valid))
     return write_wider_boxes(images, annotation_file, xml_file.parent)
 
 
 def dlib_xml_to_landmarks(xml_file: str | Path, annotation_file: str | Path) -> Path:
-    """Convert a dlib imglab XML with 68 iBUG points per box to the 5-point list: eye centres are the means of
-    points 36-41 and 42-47, the nose is 30, the mouth corners 48 and 54; dlib's pixel-index points get +0.5."""
+    """Convert a dlib imglab XML with 68 iBUG points per box to the 5-point list (`five_points_from_ibug`)."""
     xml_file = Path(xml_file)
     faces = []
-    for name, boxes in _dlib_images(xml_file):
-        for box in boxes:
-            parts = {int(p.get("name")): (float(p.get("x")), float(p.get("y"))) for p in box.findall("part")}
-            if len(parts) < 68 or box.get("ignore", "0") == "1":
+    for name, boxes in read_imglab(xml_file).items():
+        for face in boxes:
+            if face["parts"] is None or len(face["parts"]) < 68 or face["ignore"]:
                 continue
-            eyes = [np.mean([parts[k] for k in indices], axis=0) for indices in _IBUG_EYES]
-            points = np.array([*eyes, parts[_IBUG_NOSE], *(parts[k] for k in _IBUG_MOUTH_CORNERS)]) + 0.5
-            faces.append(LandmarkFace(xml_file.parent / name, _dlib_box(box), points))
+            faces.append(LandmarkFace(xml_file.parent / name, face["box"], five_points_from_ibug(face["parts"])))
     return write_landmark_faces(faces, annotation_file, xml_file.parent)
 
 

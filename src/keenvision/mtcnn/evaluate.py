@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from scipy.io import loadmat
 from scipy.optimize import linear_sum_assignment
 
 from ..core.data import data_root
+from .annotations import five_points_from_ibug, read_imglab
 
 WIDER_SETTINGS = ("easy", "medium", "hard")
 WIDER_THRESHOLDS = 1000  # score thresholds of the official PR curve
@@ -537,26 +537,6 @@ def evaluate_fddb(pred: str | Path | Mapping[str, Any], gt_dir: str | Path | Non
 
 # ------------------------------------------------------------------------------------------------------------
 # dlib examples
-def _read_imglab(path: Path) -> dict[str, list[dict]]:
-    """dlib imglab XML: per image file, its boxes as ``{"box": [x1, y1, x2, y2] pixel-edge, "ignore": bool,
-    "parts": [68, 2] or None}``. dlib's rectangle spans pixels ``left .. left + width - 1``; a part at integer
-    ``(x, y)`` is that pixel's centre, ``(x + 0.5, y + 0.5)`` in edge coordinates."""
-    if not path.is_file():
-        raise FileNotFoundError(f"dlib imglab file not found: {path}")
-    out: dict[str, list[dict]] = {}
-    for image in ET.parse(path).getroot().iter("image"):
-        faces = out.setdefault(image.attrib["file"], [])
-        for box in image.iter("box"):
-            left, top = float(box.attrib["left"]), float(box.attrib["top"])
-            width, height = float(box.attrib["width"]), float(box.attrib["height"])
-            parts = sorted((int(p.attrib["name"]), float(p.attrib["x"]), float(p.attrib["y"]))
-                            for p in box.iter("part"))
-            faces.append({"box": np.array([left, top, left + width, top + height]),
-                          "ignore": box.attrib.get("ignore", "0") == "1",
-                          "parts": np.array([[x, y] for _, x, y in parts]) + 0.5 if parts else None})
-    return out
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of pixel-edge ``[x1, y1, x2, y2]`` boxes (continuous areas)."""
     iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
@@ -587,13 +567,6 @@ def _median(values: Sequence[float] | np.ndarray) -> float:
     return float(np.median(values)) if len(values) else math.nan
 
 
-def reference_five_points(parts: np.ndarray) -> np.ndarray:
-    """MTCNN's five points from the 68 iBUG points: eye centres (mean of 36-41, image-left, and 42-47), nose
-    tip 30, mouth corners 48 and 54."""
-    parts = np.asarray(parts, np.float64)
-    return np.stack([parts[36:42].mean(0), parts[42:48].mean(0), parts[30], parts[48], parts[54]])
-
-
 def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = None,
                            iou_threshold: float = 0.5, failure_nme: float = 0.1) -> dict:
     """Detection and five-point landmark accuracy on dlib's example faces (``training.xml`` + ``testing.xml``,
@@ -609,7 +582,7 @@ def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = No
     face box, matched greedily by centre distance; ``median_width_ratio`` / ``median_height_ratio``
     (detection over face box, IoU matches) show the convention gap.
 
-    Landmarks: the reference five points are derived from the 68 points (`reference_five_points`; note dlib's
+    Landmarks: the reference five points are derived from the 68 points (`five_points_from_ibug`; note dlib's
     68 points are themselves the output of dlib's ``shape_predictor_68_face_landmarks`` model, not manual
     labels). For each face matched by the centre criterion, NME is the mean point-to-point distance over the
     five points divided by the distance between the two reference eye centres; reported as ``nme_mean``,
@@ -627,9 +600,9 @@ def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = No
     boxes: dict[str, list[dict]] = {}
     shapes: dict[str, list[dict]] = {}
     for split in ("training", "testing"):
-        for name, faces in _read_imglab(data_dir / f"{split}.xml").items():
+        for name, faces in read_imglab(data_dir / f"{split}.xml").items():
             boxes.setdefault(name, []).extend(faces)
-        for name, faces in _read_imglab(data_dir / f"{split}_with_face_landmarks.xml").items():
+        for name, faces in read_imglab(data_dir / f"{split}_with_face_landmarks.xml").items():
             shapes.setdefault(name, []).extend(faces)
     names = sorted(boxes)
     results = detector.detect([str(data_dir / name) for name in names])
@@ -667,7 +640,7 @@ def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = No
             overlap = _iou(gt[g : g + 1], np.array([s["box"] for s in shaped]).reshape(-1, 4))[0]
             if not len(shaped) or overlap.max() < 0.5:
                 continue
-            reference = reference_five_points(shaped[int(overlap.argmax())]["parts"])
+            reference = five_points_from_ibug(shaped[int(overlap.argmax())]["parts"])
             error = np.linalg.norm(np.asarray(found[d].landmarks, np.float64) - reference, axis=1).mean()
             nmes.append(error / np.linalg.norm(reference[1] - reference[0]))
 
