@@ -29,7 +29,7 @@ def vit_from_export(path: str | Path) -> VisionTransformer:
     load_into(model, load_weights(path), str(path))
     if architecture.get("num_classes") == 10 and architecture.get("img_size") == 32:
         # CIFAR-10 statistics, whole 32x32 image (no crop): what the training recipe used
-        model.pretrained_cfg = {**model.pretrained_cfg, "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
                                 "input_size": (3, 32, 32), "crop_pct": 1.0}
     return model.eval()
 

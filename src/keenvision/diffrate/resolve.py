@@ -1,0 +1,49 @@
+"""Turn command-line names into models, cost configs and schedules, checking them against each other.
+
+Models: a timm ViT name (random weights; ``pretrained=True`` downloads hub weights, so it is opt-in), a
+``.safetensors`` export of ``keenvision.diffrate.train``, or a shipped name such as ``cifar10-vit``.
+Schedules: a schedule JSON (ours or one public entry), ``compression_rate.json#MODEL/GFLOPS``, or
+``published:MODEL/GFLOPS`` for the schedules shipped in ``published_schedules.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .flops import ViTCostConfig, vit_cost_config
+from .models import SHIPPED, load_model
+from .schedule import Schedule, published_schedule
+
+PUBLISHED_PREFIX = "published:"
+
+
+def model_cost_config(name: str) -> ViTCostConfig:
+    """The cost config of a model name without allocating weights where possible (timm names: meta device)."""
+    if name in SHIPPED or name.endswith(".safetensors"):
+        return vit_cost_config(load_model(name))
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown model {name!r}: give a timm model name, a .safetensors export or one of "
+                         f"{sorted(SHIPPED)}")
+    model = timm.create_model(name, pretrained=False, device="meta")
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer; DiffRate compresses ViTs")
+    return vit_cost_config(model)
+
+
+def load_schedule(text: str, model_or_config: Any) -> Schedule:
+    """Load ``text`` (a file, ``FILE#MODEL/GFLOPS`` or ``published:MODEL/GFLOPS``) and validate it for the model."""
+    if text.startswith(PUBLISHED_PREFIX):
+        model_key, slash, gflops_key = text[len(PUBLISHED_PREFIX):].partition("/")
+        if not slash or not model_key or not gflops_key:
+            raise ValueError(f"{text!r} must look like published:MODEL/GFLOPS, e.g. published:ViT-S-DeiT/2.9")
+        schedule = published_schedule(model_key, gflops_key)
+    else:
+        schedule = Schedule.load(text)
+    config = vit_cost_config(model_or_config)
+    try:
+        return schedule.validate(config.depth, config.tokens, config.num_prefix_tokens)
+    except ValueError as error:
+        raise ValueError(f"{text}: {error}") from None
