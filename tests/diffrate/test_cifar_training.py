@@ -76,3 +76,18 @@ def test_training_writes_fp16_weights_and_resumes(data_dir, tmp_path, monkeypatc
 
     with safe_open(str(resumed), "pt") as handle:
         assert handle.metadata()["global_step"] == "6"
+
+
+def test_checkpoint_export_matches_the_final_export(data_dir, tmp_path, monkeypatch):
+    from keenvision.diffrate.models import vit_from_export
+    from keenvision.diffrate.train import export_checkpoint
+
+    monkeypatch.setenv("KEEN_DATA", str(data_dir))
+    overrides = {"run_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"), "images_per_class": 2,
+                 "batch_size": 4, "max_steps": 2, "checkpoint_every": 2, "val_every": 2, "warmup_steps": 1}
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: " + str(TINY).replace("'", "") + "\n")
+    final = load_weights(train_cifar_vit(config, overrides))
+    exported = export_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "exported.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in load_weights(exported).items())
+    assert vit_from_export(exported).pretrained_cfg["input_size"] == (3, 32, 32)

@@ -174,10 +174,23 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
     trainer.fit(module, DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True),
                 DataLoader(test, batch_size=500), ckpt_path=str(last) if config["resume"] and last.is_file() else None,
                 weights_only=True)
-    out = run_dir / "cifar10_vit.safetensors"
-    state = {k: v.half() if v.is_floating_point() else v for k, v in module.model.state_dict().items()}
-    save_weights(state, out, {"architecture": yaml.safe_dump(config["model"]), "global_step": str(trainer.global_step)})
-    return out
+    return export_vit(module.model, config["model"], run_dir / "cifar10_vit.safetensors", trainer.global_step)
+
+
+def export_vit(model: torch.nn.Module, architecture: dict, out: str | Path, global_step: int) -> Path:
+    """fp16 safetensors of the ViT with its architecture in the metadata (what `models.vit_from_export` reads)."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_weights(state, out, {"architecture": yaml.safe_dump(architecture), "global_step": str(global_step)})
+    return Path(out)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Export the ViT of a Lightning checkpoint of this recipe (e.g. ``last.ckpt`` of a run still going)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = state["hyper_parameters"]["config"]
+    model = build_vit(config["model"])
+    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
+    return export_vit(model, config["model"], out, int(state["global_step"]))
 
 
 def main() -> None:
@@ -185,7 +198,11 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's ViT")
     args = parser.parse_args()
+    if args.export:
+        print(export_checkpoint(*args.export))
+        return
     print(train_cifar_vit(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
 
 
