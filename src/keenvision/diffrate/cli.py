@@ -71,6 +71,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--batch-size", type=int, help="images per step (default 256)")
     search.add_argument("--limit-per-class", type=int, help="first N images of every class only (quick runs)")
     search.add_argument("--num-workers", type=int, help="data-loading processes (default 2)")
+    search.add_argument("--lambda-flops", type=float,
+                        help="weight of (GFLOPs - target)^2 (default 5, the paper's; small models need more)")
     _add_json(search)
     search.set_defaults(handler=run_search)
 
@@ -174,6 +176,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     settings = {"max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
                 "limit_per_class": args.limit_per_class, "num_workers": args.num_workers}
+    if args.lambda_flops is not None and args.lambda_flops <= 0:
+        raise UsageError(f"--lambda-flops must be > 0, got {args.lambda_flops}")
     for key, value in settings.items():
         if key == "num_workers":
             if value is not None and value < 0:
@@ -188,6 +192,8 @@ def run_search(args: argparse.Namespace) -> int:
         raise UsageError(f"the DiffRate search is not available in this installation ({error})") from None
     model = load_model(args.model, pretrained=args.pretrained)
     overrides = {key: value for key, value in settings.items() if value is not None}
+    if args.lambda_flops is not None:
+        overrides["lambda_flops"] = args.lambda_flops
     schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides)
     record = {"model": args.model, "target_gflops": args.target_gflops, "out": str(args.out),
               "gflops": schedule_gflops(model, schedule), **schedule.to_dict()}
