@@ -91,3 +91,17 @@ def test_checkpoint_export_matches_the_final_export(data_dir, tmp_path, monkeypa
     exported = export_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "exported.safetensors")
     assert all(torch.equal(final[k], v) for k, v in load_weights(exported).items())
     assert vit_from_export(exported).pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_shipped_cifar10_vit_classifies_real_test_images(data_dir):
+    from keenvision.diffrate.data import ImageClassificationData, Preprocessing
+    from keenvision.diffrate.models import load_model
+
+    model = load_model("cifar10-vit")
+    data = ImageClassificationData(data_dir / "cifar10", "test", Preprocessing.for_model(model), limit_per_class=20)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    labels = torch.tensor([data[i][1] for i in range(len(data))])
+    with torch.no_grad():
+        accuracy = (model(images).argmax(1) == labels).float().mean().item()
+    assert data.classes == list(CIFAR10_CLASSES)
+    assert accuracy > 0.45  # chance is 0.10; the interim weights reach ~0.58 on the whole test set
