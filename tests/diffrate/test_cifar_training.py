@@ -105,3 +105,17 @@ def test_shipped_cifar10_vit_classifies_real_test_images(data_dir):
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
     assert data.classes == list(CIFAR10_CLASSES)
     assert accuracy > 0.45  # chance is 0.10; the interim weights reach ~0.58 on the whole test set
+
+
+def test_training_can_start_from_an_export(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEEN_DATA", str(data_dir))
+    overrides = {"cache_dir": str(tmp_path / "cache"), "images_per_class": 2, "batch_size": 4, "max_steps": 1,
+                 "checkpoint_every": 1, "val_every": 1, "warmup_steps": 1}
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: " + str(TINY).replace("'", "") + "\n")
+    first = train_cifar_vit(config, {**overrides, "run_dir": str(tmp_path / "a")})
+    # lr 0: the one step changes nothing, so the continued run must export exactly the weights it started from
+    second = train_cifar_vit(config, {**overrides, "run_dir": str(tmp_path / "b"), "init_weights": str(first),
+                                      "lr": 0.0})
+    start, end = load_weights(first), load_weights(second)
+    assert all(torch.equal(start[k], end[k]) for k in start)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.data import data_root
-from ..core.weights import save_weights
+from ..core.weights import load_into, load_weights, packaged_weights, save_weights
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # per-channel statistics of the CIFAR-10 training set (0..1 scale)
@@ -34,6 +34,7 @@ DEFAULT_CONFIG = {
     "batch_size": 128, "lr": 1.0e-3, "weight_decay": 0.05, "warmup_steps": 500, "max_steps": 6000,
     "label_smoothing": 0.1, "checkpoint_every": 500, "val_every": 2000, "num_threads": 2, "precision": "32-true",
     "accelerator": "auto", "devices": 1, "resume": False, "images_per_class": None,
+    "init_weights": None,  # a safetensors export (e.g. the shipped one, "shipped") to continue from, fresh optimiser
 }
 
 
@@ -163,6 +164,12 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
     train = ArrayDataset(*load_cifar10("train", config["cache_dir"], images_per_class=subset), augment=True)
     test = ArrayDataset(*load_cifar10("test", config["cache_dir"], images_per_class=subset), augment=False)
     module = CifarClassifier(config)
+    if config["init_weights"]:
+        from .models import SHIPPED
+
+        source = config["init_weights"]
+        source = packaged_weights(SHIPPED["cifar10-vit"]) if source == "shipped" else source
+        load_into(module.model, load_weights(source), str(source))
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
                                                       every_n_train_steps=config["checkpoint_every"], save_top_k=0)
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
