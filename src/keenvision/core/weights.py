@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from .io import write_atomic
 
 
 class WeightsError(ValueError):
@@ -42,16 +42,7 @@ def packaged_weights(filename: str) -> Path:
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> str:
     """Write ``state`` as safetensors atomically; returns the file's SHA-256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temporary, metadata=metadata)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; weights are meant to be shared
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomic(path, save({k: v.detach().contiguous().cpu() for k, v in state.items()}, metadata=metadata))
     return sha256(path)
 
 

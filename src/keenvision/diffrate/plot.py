@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
+from ..core.io import write_atomic
 from .schedule import Schedule
 
 
@@ -48,12 +48,7 @@ def plot_kept_tokens(schedule: Schedule, tokens: int, path: str | Path, title: s
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    encoded = io.BytesIO()
+    figure.savefig(encoded, format="png")
+    write_atomic(path, encoded.getvalue())
     return path
