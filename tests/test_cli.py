@@ -75,6 +75,9 @@ def test_demo_writes_a_report(tmp_path, capsys):
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "MTCNN" in report and (tmp_path / "demo" / "mtcnn_detections.png").is_file()
     assert "1 face(s) found" in report
+    assert "DiffRate token pruning and merging" in report
+    assert (tmp_path / "demo" / "diffrate_searched_kept_tokens.png").is_file()
+    assert "top-1 measured now on the first 1000 CIFAR-10 test images" in report  # shared data is present in tests
 
 
 def test_video_without_faces(data_dir, capsys):

@@ -119,3 +119,43 @@ def test_training_can_start_from_an_export(data_dir, tmp_path, monkeypatch):
                                       "lr": 0.0})
     start, end = load_weights(first), load_weights(second)
     assert all(torch.equal(start[k], end[k]) for k in start)
+
+
+def test_fine_tuning_trains_the_patched_model_and_exports_plain_weights(data_dir, tmp_path, monkeypatch):
+    from keenvision.diffrate.patch import is_patched
+    from keenvision.diffrate.schedule import Schedule
+
+    monkeypatch.setenv("KEEN_DATA", str(data_dir))
+    schedule_file = tmp_path / "schedule.json"
+    Schedule((17, 17), (17, 9)).save(schedule_file)  # 4x4 patches of 8 px + class token; block 1 merges 8 tokens
+    config = load_config(None, {"schedule": str(schedule_file), "lr": 2e-5, "lr_reference_batch": 512,
+                                "batch_size": 128, "warmup_steps": 1})
+    config["model"] = TINY
+    module = CifarClassifier(config)
+    assert is_patched(module.model) and module.learning_rate() == 2e-5 * 128 / 512
+    images, labels = load_cifar10("train", tmp_path, root=data_dir, images_per_class=8)
+    batch = torch.from_numpy(images), torch.from_numpy(labels)
+    config["lr"], config["lr_reference_batch"] = 3e-3, None  # a few steps must be visible
+    optimizer = module.configure_optimizers()["optimizer"]
+    with torch.no_grad():
+        before = F.cross_entropy(module(batch[0]), batch[1]).item()
+    for _ in range(25):
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = F.cross_entropy(module(batch[0]), batch[1]).item()
+    assert after < before * 0.7
+    # the fine-tuned weights load into a plain (unpatched) ViT of the same architecture
+    plain = build_vit(TINY)
+    plain.load_state_dict(module.model.state_dict())
+    assert not is_patched(plain)
+
+
+def test_fine_tuning_recipe_is_the_public_one():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "diffrate" / "cifar10_vit_finetune.yaml")
+    assert config["schedule"] == "shipped:cifar10-vit/0.11" and config["init_weights"] == "shipped"
+    assert config["lr"] * config["batch_size"] / config["lr_reference_batch"] == 2e-5 * 128 / 512
+    assert config["model"]["drop_path_rate"] == 0.1

@@ -145,3 +145,12 @@ def test_bad_inputs_are_one_line_errors(tiny, tmp_path, capsys):
     _one_line_error(capsys, ["diffrate", "bench", "--model", model, "--schedule", schedule, "--batch", "0"])
     _one_line_error(capsys, ["diffrate", "eval", "--model", model, "--schedule", schedule,
                              "--data", str(tmp_path / "nowhere")])
+
+
+def test_shipped_schedule_of_the_cifar_model_compresses_it(capsys):
+    assert main(["diffrate", "flops", "--model", "cifar10-vit", "--schedule", "shipped:cifar10-vit/0.11",
+                 "--json"]) == 0
+    record = _last_json(capsys.readouterr().out)
+    assert record["gflops"] <= 0.6 * record["gflops_original"] + 1e-3  # the -40% FLOPs search
+    assert "no entry '9.9'" in _one_line_error(capsys, ["diffrate", "flops", "--model", "cifar10-vit",
+                                                        "--schedule", "shipped:cifar10-vit/9.9"])

@@ -162,3 +162,26 @@ def test_config_file_matches_the_defaults_and_rejects_unknown_keys():
     assert load_search_config(path, {"lr": 0.1, "max_steps": None})["lr"] == 0.1
     with pytest.raises(ValueError, match="unknown search settings"):
         load_search_config(None, {"learning_rate": 0.1})
+
+
+@pytest.mark.parametrize("schedule", [COMPRESSING, Schedule((65,) * 4, (65, 64, 30, 3)), Schedule.keep_all(4, 65)])
+def test_a_started_search_selects_its_start_and_keeps_a_gradient(make_vit, cifar_batch, schedule):
+    search_model = MaskedRateSearch(make_vit())
+    search_model.start_from(schedule)
+    assert search_model.schedule() == schedule
+    logits, gflops = search_model(cifar_batch[0][:8])
+    assert gflops.item() == pytest.approx(schedule_gflops(search_model.vit, schedule))
+    (torch.nn.functional.cross_entropy(logits, cifar_batch[1][:8]) + gflops).backward()
+    # every compressible rate can still move (soft distribution), the frozen block 0 has one candidate only
+    moving = [rate.logits.grad.abs().sum().item() for rate in search_model.merge_rates[1:]]
+    assert all(value > 0 for value in moving)
+
+
+def test_search_started_at_the_uniform_baseline_stays_there_without_learning(make_vit, data_dir):
+    from keenvision.diffrate.baseline import uniform_schedule
+
+    vit = make_vit()
+    target = 0.6 * schedule_gflops(vit)
+    overrides = {"max_steps": 1, "batch_size": 8, "lr": 1e-9, "min_lr": 1e-10, "limit_per_class": 1,
+                 "num_workers": 0, "init": "uniform"}
+    assert search(vit, data_dir / "cifar10", target, overrides=overrides) == uniform_schedule(vit, target)

@@ -1,7 +1,7 @@
 """DiffRate (Chen et al., ICCV 2023): differentiable-rate token pruning and merging for timm ViTs.
 
 Public API:
-    Schedule, published_schedule, published_schedules   -- per-block kept-token counts and their JSON formats
+    Schedule, published_schedule(s), shipped_schedule  -- per-block kept-token counts and their JSON formats
     patch, unpatch, is_patched                           -- run a schedule with real token removal
     patch_assignment                                     -- which output token each patch went to (visualisation)
     schedule_gflops, schedule_macs, measured_gflops      -- the paper's cost formula (MACs) and a counted check
@@ -21,7 +21,7 @@ from .rate import (
     ste_ceil,
     ste_min,
 )
-from .schedule import Schedule, published_schedule, published_schedules
+from .schedule import Schedule, published_schedule, published_schedules, shipped_schedule
 
 __all__ = [
     "DifferentiableRate",
@@ -36,6 +36,7 @@ __all__ = [
     "patch_assignment",
     "published_schedule",
     "published_schedules",
+    "shipped_schedule",
     "schedule_from_rates",
     "schedule_gflops",
     "schedule_macs",

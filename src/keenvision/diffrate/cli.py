@@ -73,6 +73,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--num-workers", type=int, help="data-loading processes (default 2)")
     search.add_argument("--lambda-flops", type=float,
                         help="weight of (GFLOPs - target)^2 (default 5, the paper's; small models need more)")
+    search.add_argument("--lr", type=float, help="rate-logit learning rate (default 0.01, cosine to a tenth)")
+    search.add_argument("--init", help="start the rates at 'uniform' (the ToMe-like baseline at the target) or at "
+                                       "a schedule (file, published:, shipped:); default: uniform over candidates")
     _add_json(search)
     search.set_defaults(handler=run_search)
 
@@ -194,6 +197,12 @@ def run_search(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in settings.items() if value is not None}
     if args.lambda_flops is not None:
         overrides["lambda_flops"] = args.lambda_flops
+    if args.lr is not None:
+        if args.lr <= 0:
+            raise UsageError(f"--lr must be > 0, got {args.lr}")
+        overrides["lr"], overrides["min_lr"] = args.lr, args.lr / 10
+    if args.init is not None:
+        overrides["init"] = args.init
     schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides)
     record = {"model": args.model, "target_gflops": args.target_gflops, "out": str(args.out),
               "gflops": schedule_gflops(model, schedule), **schedule.to_dict()}

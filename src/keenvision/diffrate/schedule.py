@@ -24,6 +24,8 @@ from typing import Any
 FORMAT_NAME = "keenvision.diffrate.schedule"
 FORMAT_VERSION = 1
 PUBLISHED_SCHEDULES_FILE = "published_schedules.json"
+# Schedules the project searched for its own shipped models (same layout as the public compression_rate.json).
+SHIPPED_SCHEDULES_FILE = "shipped_schedules.json"
 
 
 def _as_count_tuple(values: Any, field: str) -> tuple[int, ...]:
@@ -238,23 +240,29 @@ def _select_public_entry(data: Any, selector: str, source: str) -> Mapping[str, 
     return entries[gflops_key]
 
 
-def published_schedules() -> dict[str, list[str]]:
-    """Model name -> GFLOPs keys of the schedules shipped with the package (from the public DiffRate release)."""
-    data = json.loads(resources.files(__package__).joinpath(PUBLISHED_SCHEDULES_FILE).read_text())
+def published_schedules(file: str = PUBLISHED_SCHEDULES_FILE) -> dict[str, list[str]]:
+    """Model name -> GFLOPs keys of the schedules in a packaged file (default: the public DiffRate release)."""
+    data = json.loads(resources.files(__package__).joinpath(file).read_text())
     return {model: list(entries) for model, entries in data.items()}
 
 
-def published_schedule(model: str, gflops: str | float) -> Schedule:
+def published_schedule(model: str, gflops: str | float, file: str = PUBLISHED_SCHEDULES_FILE) -> Schedule:
     """A schedule from the public DiffRate ``compression_rate.json`` (subset shipped with the package).
 
     Args:
         model: public model key, e.g. ``"ViT-S-DeiT"``, ``"ViT-B-DeiT"``, ``"ViT-L-MAE"``, ``"ViT-H-MAE"``.
         gflops: public GFLOPs key, e.g. ``"2.9"`` (a float is formatted with one decimal).
+        file: the packaged file; :data:`SHIPPED_SCHEDULES_FILE` holds our searches for our shipped models
+            (e.g. ``shipped_schedule("cifar10-vit", "0.11")``).
     """
     key = gflops if isinstance(gflops, str) else f"{gflops:.1f}"
-    data = json.loads(resources.files(__package__).joinpath(PUBLISHED_SCHEDULES_FILE).read_text())
-    source = f"{PUBLISHED_SCHEDULES_FILE}#{model}/{key}"
-    return Schedule.from_dict(_select_public_entry(data, f"{model}/{key}", PUBLISHED_SCHEDULES_FILE), source)
+    data = json.loads(resources.files(__package__).joinpath(file).read_text())
+    return Schedule.from_dict(_select_public_entry(data, f"{model}/{key}", file), f"{file}#{model}/{key}")
+
+
+def shipped_schedule(model: str, gflops: str) -> Schedule:
+    """A schedule the project searched for one of its shipped models (``shipped_schedules.json``)."""
+    return published_schedule(model, gflops, SHIPPED_SCHEDULES_FILE)
 
 
 def model_depth_and_tokens(model: Any) -> tuple[int, int]:

@@ -64,6 +64,9 @@ DEFAULT_SEARCH_CONFIG: dict[str, Any] = {
     "devices": 1,
     "precision": "32-true",
     "log_every_n_steps": 10,
+    "init": None,  # None: zero logits (uniform over candidates, the public code); "uniform": start at the ToMe-like
+    # baseline at the target; or a schedule (file / published:...) to start from
+    "init_spread": 2.0,  # tokens: width of the distribution a started search puts around its start counts
 }
 
 
@@ -192,6 +195,46 @@ class MaskedRateSearch(nn.Module):
         return schedule_gflops(self.vit, Schedule(counts, counts)), schedule_gflops(self.vit)
 
     @torch.no_grad()
+    def start_from(self, schedule: Schedule, spread: float = 2.0) -> None:
+        """Start every rate at `schedule`'s count with a soft distribution around it.
+
+        Logits ``-(c_i - mu)^2 / (2 spread^2)`` with the centre ``mu`` bisected so that the expected count is the
+        schedule's count minus 0.5: STE-ceil then selects exactly that count (also next to the largest candidate,
+        where the distribution is one-sided), while the neighbours keep probability and so a gradient. Unlike
+        :meth:`select`, the search can move on from there. A count at the smallest candidate is selected hard.
+        """
+        if spread <= 0:
+            raise ValueError(f"init_spread must be > 0, got {spread}")
+        depth, tokens = len(self.prune_rates), self.num_patches + self.num_prefix_tokens
+        schedule.validate(depth, tokens, min_tokens=self.num_prefix_tokens + 1)
+        for rates, counts in ((self.prune_rates, schedule.prune_kept), (self.merge_rates, schedule.merge_kept)):
+            for rate, count in zip(rates, counts):
+                candidates = rate.candidates.double()
+                wanted = count - self.num_prefix_tokens
+                if len(candidates) == 1:
+                    continue
+                if wanted <= candidates.min():
+                    self.select_rate(rate, wanted)
+                    continue
+                low, high = float(candidates.min()) - 10 * spread, float(candidates.max()) + 10 * spread
+                for _ in range(60):  # the expectation grows with mu: bisect to wanted - 0.5
+                    middle = (low + high) / 2
+                    logits = -((candidates - middle) ** 2) / (2 * spread**2)
+                    if float(candidates @ logits.softmax(0)) < wanted - 0.5:
+                        low = middle
+                    else:
+                        high = middle
+                rate.logits.copy_((-((candidates - low) ** 2) / (2 * spread**2)).float())
+
+    @staticmethod
+    @torch.no_grad()
+    def select_rate(rate: DifferentiableRate, patches: float, confidence: float = 100.0) -> None:
+        """Make `rate` select the candidate nearest to `patches` (almost surely; no gradient left)."""
+        nearest = (rate.candidates - patches).abs().argmin()
+        rate.logits.zero_()
+        rate.logits[nearest] = confidence
+
+    @torch.no_grad()
     def select(self, schedule: Schedule, confidence: float = 100.0) -> None:
         """Set every rate to (almost surely) select the candidate nearest to `schedule`'s count.
 
@@ -202,9 +245,7 @@ class MaskedRateSearch(nn.Module):
         schedule.validate(depth, tokens, min_tokens=self.num_prefix_tokens + 1)
         for rates, counts in ((self.prune_rates, schedule.prune_kept), (self.merge_rates, schedule.merge_kept)):
             for rate, count in zip(rates, counts):
-                nearest = (rate.candidates - (count - self.num_prefix_tokens)).abs().argmin()
-                rate.logits.zero_()
-                rate.logits[nearest] = confidence
+                self.select_rate(rate, count - self.num_prefix_tokens, confidence)
 
     def _attention(
         self, attention: nn.Module, x: torch.Tensor, size: torch.Tensor, mask: torch.Tensor
@@ -380,6 +421,19 @@ def check_target(target_gflops: float, lowest: float, highest: float) -> None:
                          f"[{lowest:.4f}, {highest:.4f}] (everything compressed .. nothing compressed)")
 
 
+def initial_schedule(vit: nn.Module, init: str | Schedule, target_gflops: float) -> Schedule:
+    """The schedule a started search begins at: "uniform" (the ToMe-like baseline at the target) or a schedule."""
+    if isinstance(init, Schedule):
+        return init
+    if init == "uniform":
+        from .baseline import uniform_schedule
+
+        return uniform_schedule(vit, target_gflops)
+    from .resolve import load_schedule
+
+    return load_schedule(str(init), vit)
+
+
 def _preprocessing(vit: nn.Module, preprocessing_class: type) -> Any:
     """``Preprocessing.for_model(vit)`` at the size the ViT's patch embedding takes.
 
@@ -429,6 +483,9 @@ def search(
             frozen_blocks=config["frozen_blocks"], distill=config["distill"],
             proportional_attention=config["proportional_attention"],
         )
+        if config["init"] is not None:
+            module.search_model.start_from(initial_schedule(vit, config["init"], target_gflops),
+                                           config["init_spread"])
         dataset = ImageClassificationData(data_dir, "train", _preprocessing(vit, Preprocessing),
                                           limit_per_class=config["limit_per_class"])
         loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=True, drop_last=False,

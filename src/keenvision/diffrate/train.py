@@ -35,6 +35,10 @@ DEFAULT_CONFIG = {
     "label_smoothing": 0.1, "checkpoint_every": 500, "val_every": 2000, "num_threads": 2, "precision": "32-true",
     "accelerator": "auto", "devices": 1, "resume": False, "images_per_class": None,
     "init_weights": None,  # a safetensors export (e.g. the shipped one, "shipped") to continue from, fresh optimiser
+    # Fine-tuning with a fixed DiffRate schedule (the public recipe: lr 2e-5 x batch/512, drop-path 0.1): the model
+    # trains patched, with real token removal; the export holds plain ViT weights (patching leaves the state_dict).
+    "schedule": None,  # a schedule file, published:... or shipped:... (see keenvision.diffrate.resolve)
+    "lr_reference_batch": None,  # set (e.g. 512): the lr used is lr * batch_size / lr_reference_batch
 }
 
 
@@ -107,6 +111,16 @@ class CifarClassifier(L.LightningModule):
         self.save_hyperparameters({"config": config})
         self.config = config
         self.model = build_vit(config["model"])
+        if config.get("schedule"):
+            from .patch import patch
+            from .resolve import load_schedule
+
+            patch(self.model, load_schedule(str(config["schedule"]), self.model))
+
+    def learning_rate(self) -> float:
+        """The configured lr, scaled by ``batch_size / lr_reference_batch`` when a reference batch is set."""
+        reference = self.config.get("lr_reference_batch")
+        return self.config["lr"] * (self.config["batch_size"] / reference if reference else 1.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(normalise(images))
@@ -127,7 +141,7 @@ class CifarClassifier(L.LightningModule):
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1 or "pos_embed" in n]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.config["weight_decay"]},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.config["lr"])
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.learning_rate())
         warmup, total = self.config["warmup_steps"], self.config["max_steps"]
 
         def factor(step: int) -> float:
@@ -205,12 +219,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (file, published:, shipped:)")
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's ViT")
     args = parser.parse_args()
     if args.export:
         print(export_checkpoint(*args.export))
         return
-    print(train_cifar_vit(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+    print(train_cifar_vit(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
+                                            "schedule": args.schedule}))
 
 
 if __name__ == "__main__":
