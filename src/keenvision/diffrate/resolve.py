@@ -36,7 +36,7 @@ def model_cost_config(name: str) -> ViTCostConfig:
 
 
 def load_schedule(text: str, model_or_config: Any) -> Schedule:
-    """Load ``text`` (a file, ``FILE#MODEL/GFLOPS``, ``published:`` or ``shipped:MODEL/GFLOPS``), validated for the model."""
+    """Load ``text`` (a file, ``FILE#MODEL/GFLOPS``, ``published:`` or ``shipped:MODEL/GFLOPS``) for the model."""
     for prefix, packaged in ((PUBLISHED_PREFIX, published_schedule), (SHIPPED_PREFIX, shipped_schedule)):
         if text.startswith(prefix):
             model_key, slash, gflops_key = text[len(prefix):].partition("/")
