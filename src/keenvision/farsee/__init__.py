@@ -1,0 +1,42 @@
+"""FarSee-Net (Zhang & Zhang, ICRA 2020): real-time semantic segmentation with a cascaded factorised ASPP (CF-ASPP)
+and feature-space super-resolution, run on a sub-sampled input.
+
+Public API:
+    FarSeeNet, CFASPP, build_farsee, load_farsee   -- the model, its decoder alone, construction and loading
+    CamVidDataset, CityscapesDataset, TrainAugmentation, class_frequencies
+                                                   -- data, augmentation and class statistics
+    IMAGENET_MEAN, IMAGENET_STD                    -- the normalisation the models expect (RGB, 0..1 scale)
+    weighted_cross_entropy, ohem_cross_entropy, enet_class_weights -- the losses
+    train_farsee                                   -- the training recipe (configs/farsee/*.yaml)
+"""
+
+from pathlib import Path
+
+from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, TrainAugmentation, class_frequencies
+from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
+from .model import CFASPP, FarSeeNet, build_farsee, load_farsee
+
+
+def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:
+    """See `keenvision.farsee.train.train_farsee` (imported lazily: Lightning is slow to import)."""
+    from .train import train_farsee as train
+
+    return train(config_path, overrides)
+
+
+__all__ = [
+    "CFASPP",
+    "CamVidDataset",
+    "CityscapesDataset",
+    "FarSeeNet",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TrainAugmentation",
+    "build_farsee",
+    "class_frequencies",
+    "enet_class_weights",
+    "load_farsee",
+    "ohem_cross_entropy",
+    "train_farsee",
+    "weighted_cross_entropy",
+]

@@ -1,0 +1,254 @@
+"""Training FarSee-Net (CamVid by default, Cityscapes supported) with Lightning.
+
+Run ``python -m keenvision.farsee.train --config configs/farsee/camvid.yaml [--resume] [--max-steps N]`` (or
+``keen farsee train --config ...``). Lightning owns the loop, devices, precision, DDP and checkpoints
+(``<run_dir>/checkpoints/last.ckpt`` every ``checkpoint_every`` steps, so an interrupted CPU run continues where it
+stopped with ``--resume``); validation mIoU (torchmetrics, ignore index honoured) every ``val_every`` steps; the
+final weights are written as fp16 safetensors whose metadata `keenvision.farsee.load_farsee` reads.
+``--export CKPT OUT`` only exports the model of a checkpoint (e.g. ``last.ckpt`` of a run still going).
+
+The paper's loss and schedule are not known (notes/farsee.md); the recipe is the usual one of real-time
+segmentation: poly learning rate (power 0.9), SGD with momentum 0.9 and weight decay 5e-4 (AdamW selectable),
+ENet-weighted cross entropy (OHEM selectable; see `losses`), random scale / crop / flip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader, Subset
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from ..core.data import data_root
+from ..core.weights import save_weights
+from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
+from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
+from .model import FarSeeNet, build_farsee, export_metadata
+
+DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
+                 "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12]}
+
+DEFAULT_CONFIG = {
+    "run_dir": "runs/farsee/camvid", "seed": 0,
+    "dataset": "camvid",  # camvid (CamVidDataset layout) or cityscapes
+    "data_root": None,  # None: <KEEN_DATA>/<dataset>
+    "train_split": "train", "val_split": "val",
+    "train_images": None, "val_images": None,  # use only the first so many images (quick runs and tests)
+    "model": DEFAULT_MODEL,
+    # augmentation (TrainAugmentation): crop (height, width) of the full-resolution image, scale range, flip
+    "crop_size": [320, 448], "scale_range": [0.75, 1.5], "flip": True,
+    "batch_size": 8, "val_batch_size": 4, "num_workers": 0,
+    "optimizer": "sgd",  # sgd (momentum, nesterov off) or adamw
+    "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4, "poly_power": 0.9, "warmup_steps": 0,
+    "loss": "weighted_ce",  # weighted_ce or ohem
+    "class_weights": "enet",  # enet (1/ln(1.02 + p_c) from the training labels) or none
+    "ohem_threshold": 0.7, "ohem_min_kept": 100_000,
+    "max_steps": 6000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
+    "num_threads": 2, "precision": "auto",  # auto: 16-mixed on a GPU, 32-true on the CPU
+    "accelerator": "auto", "devices": 1, "resume": False,
+    "export_name": "farsee_camvid.safetensors",  # written into run_dir at the end
+}
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
+    Unknown keys raise ValueError."""
+    config = {**DEFAULT_CONFIG, "model": dict(DEFAULT_MODEL)}
+    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        config.update({k: v for k, v in layer.items() if k != "model"})
+        config["model"].update(layer.get("model") or {})
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG)) + [f"model.{k}" for k in set(config["model"])
+                                                            - set(DEFAULT_MODEL)]
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}")
+    if config["dataset"] not in ("camvid", "cityscapes"):
+        raise ValueError(f"dataset must be camvid or cityscapes, got {config['dataset']!r}")
+    if config["loss"] not in ("weighted_ce", "ohem"):
+        raise ValueError(f"loss must be weighted_ce or ohem, got {config['loss']!r}")
+    if config["optimizer"] not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be sgd or adamw, got {config['optimizer']!r}")
+    if config["class_weights"] not in ("enet", "none", None):
+        raise ValueError(f"class_weights must be enet or none, got {config['class_weights']!r}")
+    return config
+
+
+def make_datasets(config: dict):
+    """(train, val) datasets of the config, train with `TrainAugmentation`, val full images normalised."""
+    root = Path(config["data_root"] or data_root() / config["dataset"])
+    dataset_class = CamVidDataset if config["dataset"] == "camvid" else CityscapesDataset
+    val = dataset_class(root, config["val_split"], Normalise())
+    augment = TrainAugmentation(config["crop_size"], val.ignore_index, config["scale_range"],
+                                0.5 if config["flip"] else 0.0)
+    train = dataset_class(root, config["train_split"], augment)
+    if config["train_images"]:
+        train = _first(train, config["train_images"])
+    if config["val_images"]:
+        val = _first(val, config["val_images"])
+    return train, val
+
+
+def _first(dataset, count: int) -> Subset:
+    subset = Subset(dataset, range(min(count, len(dataset))))
+    subset.class_names, subset.ignore_index, subset.num_classes = (dataset.class_names, dataset.ignore_index,
+                                                                   dataset.num_classes)
+    subset.read_label = dataset.read_label  # indices of the subset are those of the dataset (the first ones)
+    return subset
+
+
+class SegmentationModule(L.LightningModule):
+    """FarSee-Net with its loss, optimiser and poly schedule; validation mIoU with torchmetrics.
+
+    ``class_weights`` (``[K]``, or None) is a buffer, so it follows the module's device and lives in checkpoints.
+    """
+
+    def __init__(self, config: dict, num_classes: int, class_names: list[str], ignore_index: int,
+                 class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "num_classes": num_classes, "class_names": list(class_names),
+                                   "ignore_index": ignore_index})
+        self.config, self.class_names, self.ignore_index = config, list(class_names), int(ignore_index)
+        self.model = build_farsee(num_classes=num_classes, **config["model"])
+        weights = torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
+        self.register_buffer("class_weights", weights)
+        self.use_class_weights = class_weights is not None
+        self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
+        self.last_val_iou: list[float] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weights = self.class_weights if self.use_class_weights else None
+        if self.config["loss"] == "ohem":
+            return ohem_cross_entropy(logits, labels, self.ignore_index, self.config["ohem_threshold"],
+                                      self.config["ohem_min_kept"], weights)
+        return weighted_cross_entropy(logits, labels, self.ignore_index, weights)
+
+    def training_step(self, batch, _):
+        images, labels = batch
+        loss = self.loss(self(images), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch, _):
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", self.loss(logits, labels), sync_dist=True)
+        self.val_iou.update(logits.argmax(1), labels)
+
+    def on_validation_epoch_end(self):
+        per_class = self.val_iou.compute()  # synchronised across processes under DDP
+        self.val_iou.reset()
+        self.last_val_iou = [float(v) for v in per_class]
+        self.log("val/miou", per_class.mean(), prog_bar=True, sync_dist=True)  # equal on all ranks
+        for name, value in zip(self.class_names, per_class):
+            self.log(f"val/iou/{name}", value, sync_dist=True)
+
+    def configure_optimizers(self):
+        decay = [p for p in self.model.parameters() if p.ndim > 1]  # conv weights; BN and biases undecayed
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": self.config["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.config["optimizer"] == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=self.config["lr"], momentum=self.config["momentum"])
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.config["lr"])
+        warmup, total, power = self.config["warmup_steps"], self.config["max_steps"], self.config["poly_power"]
+
+        def factor(step: int) -> float:
+            """Linear warm-up, then poly decay ``(1 - step / max_steps) ^ power``."""
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, 1 - step / max(1, total)) ** power
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def resolve_precision(config: dict) -> str:
+    """``auto`` -> 16-mixed when training will run on a GPU, else 32-true (no AMP on the CPU)."""
+    if config["precision"] != "auto":
+        return str(config["precision"])
+    on_gpu = torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda")
+    return "16-mixed" if on_gpu else "32-true"
+
+
+def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:
+    """Train (or resume) FarSee-Net and write ``<run_dir>/<export_name>`` (fp16 safetensors); returns its path."""
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(config["num_threads"])
+    L.seed_everything(config["seed"], workers=True)
+    run_dir = Path(config["run_dir"])
+    train, val = make_datasets(config)
+    class_weights = None
+    if config["class_weights"] == "enet":
+        class_weights = enet_class_weights(class_frequencies(train))
+    module = SegmentationModule(config, train.num_classes, train.class_names, train.ignore_index, class_weights)
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                                      every_n_train_steps=config["checkpoint_every"], save_top_k=0)
+    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                        precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
+                        val_check_interval=config["val_every"], check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
+                        log_every_n_steps=config["log_every"], enable_progress_bar=False,
+                        enable_model_summary=False)
+    workers = config["num_workers"]
+    loader_options = {"num_workers": workers, "persistent_workers": workers > 0}
+    train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True, **loader_options)
+    val_loader = DataLoader(val, batch_size=config["val_batch_size"], **loader_options)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader,
+                ckpt_path=str(last) if config["resume"] and last.is_file() else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return run_dir / config["export_name"]
+    extra = {"global_step": str(trainer.global_step), "dataset": config["dataset"]}
+    if module.last_val_iou is not None:
+        extra["val_iou"] = json.dumps(dict(zip(module.class_names, module.last_val_iou)))
+        extra["val_miou"] = f"{sum(module.last_val_iou) / len(module.last_val_iou):.6f}"
+    return export_farsee(module.model, module.class_names, module.ignore_index, run_dir / config["export_name"], extra)
+
+
+def export_farsee(model: FarSeeNet, class_names, ignore_index: int | None, out: str | Path,
+                  extra: dict[str, str] | None = None) -> Path:
+    """fp16 safetensors of ``model`` with the metadata `load_farsee` reads (architecture, classes, ignore index,
+    normalisation) plus ``extra`` strings."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    metadata = export_metadata(model, class_names, ignore_index, model.mean, model.std, extra)
+    save_weights(state, out, metadata)
+    return Path(out)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Export the model of a Lightning checkpoint of this recipe."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hyper = state["hyper_parameters"]
+    # the checkpoint holds every weight: never download pretrained ones to overwrite them
+    model = build_farsee(num_classes=hyper["num_classes"], **{**hyper["config"]["model"], "pretrained": False})
+    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
+    extra = {"global_step": str(state["global_step"]), "dataset": hyper["config"]["dataset"]}
+    return export_farsee(model, hyper["class_names"], hyper["ignore_index"], out, extra)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's model")
+    args = parser.parse_args()
+    if args.export:
+        print(export_checkpoint(*args.export))
+        return
+    print(train_farsee(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+
+
+if __name__ == "__main__":
+    main()

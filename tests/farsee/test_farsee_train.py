@@ -1,0 +1,121 @@
+"""FarSee-Net training recipe: config handling, the poly schedule, a few real steps on real CamVid images with the
+loss falling, checkpoint + resume, export -> load_farsee round trip."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from keenvision.farsee import load_farsee
+from keenvision.farsee.train import (
+    DEFAULT_CONFIG,
+    SegmentationModule,
+    export_checkpoint,
+    load_config,
+    resolve_precision,
+    train_farsee,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "farsee"
+
+# a tiny but real run: the whole 360x480 frame seen at 0.5 (176x240 crop), 2 frames, batch 2, narrow decoder
+TINY_RUN = {"train_images": 2, "val_images": 2, "crop_size": [176, 240], "scale_range": [0.5, 0.5], "batch_size": 2,
+            "val_batch_size": 2, "max_steps": 20, "checkpoint_every": 10, "val_every": 20, "log_every": 1,
+            "num_threads": 1, "lr": 0.05, "model": {"width": 32}}
+
+
+def _logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    rows = []
+    for metrics in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        rows += [(int(r["step"]), float(r[key])) for r in csv.DictReader(metrics.open()) if r.get(key)]
+    return rows
+
+
+def test_shipped_configs_load_and_differ_only_in_the_head():
+    sr, bilinear = load_config(CONFIGS / "camvid.yaml"), load_config(CONFIGS / "camvid_bilinear.yaml")
+    assert sr["model"]["head"] == "sr" and bilinear["model"]["head"] == "bilinear"
+    assert sr["model"]["pretrained"] is False and sr["model"]["input_scale"] == 0.5
+    different = {k for k in sr if sr[k] != bilinear[k]}
+    assert different == {"model", "run_dir", "export_name"}
+    assert {k for k in sr["model"] if sr["model"][k] != bilinear["model"][k]} == {"head"}
+    # every key of the recipe is written out in the YAML, so the file documents the whole run
+    assert set(yaml.safe_load((CONFIGS / "camvid.yaml").read_text())) == set(DEFAULT_CONFIG) - {"resume"}
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
+        load_config(None, {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="model.depth"):
+        load_config(None, {"model": {"depth": 3}})
+    with pytest.raises(ValueError, match="loss must be"):
+        load_config(None, {"loss": "dice"})
+    assert load_config(None, {"max_steps": None})["max_steps"] == DEFAULT_CONFIG["max_steps"]
+    assert load_config(None, {"model": {"head": "bilinear"}})["model"]["backbone"] == "resnet18"
+    assert resolve_precision({"precision": "auto", "accelerator": "cpu"}) == "32-true"
+
+
+def test_poly_learning_rate():
+    config = load_config(None, {"max_steps": 10, "lr": 0.1, "model": {"width": 16}})
+    module = SegmentationModule(config, 3, ["a", "b", "c"], 255)
+    schedule = module.configure_optimizers()
+    optimizer, scheduler = schedule["optimizer"], schedule["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.9
+    assert optimizer.param_groups[0]["weight_decay"] == 5e-4 and optimizer.param_groups[1]["weight_decay"] == 0
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.1 * (1 - step / 10) ** 0.9 for step in range(10)])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    if not (data_dir / "camvid").is_dir():
+        pytest.skip("camvid not found")
+    run_dir = tmp_path_factory.mktemp("farsee_run")
+    export = train_farsee(None, {**TINY_RUN, "run_dir": str(run_dir)})
+    return run_dir, export
+
+
+def test_real_training_steps_lower_the_loss(trained):
+    run_dir, export = trained
+    losses = [loss for _, loss in _logged(run_dir, "train/loss")]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3, losses
+    assert 0 <= _logged(run_dir, "val/miou")[-1][1] <= 1
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and export.is_file()
+
+
+def test_export_round_trip(trained, data_dir):
+    run_dir, export = trained
+    model = load_farsee(export)
+    assert model.class_names[3] == "Road" and len(model.class_names) == 11 and model.ignore_index == 11
+    assert model.config["width"] == 32 and not model.training
+    # the fp16 export behaves like the fp32 checkpoint
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    reference = load_farsee(export_checkpoint(run_dir / "checkpoints" / "last.ckpt", run_dir / "from_ckpt.safetensors"))
+    reference.load_state_dict({k[6:]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
+    from keenvision.farsee import CamVidDataset
+
+    image = CamVidDataset(data_dir / "camvid", "val")[0][0][None]
+    with torch.no_grad():
+        exported, full = model(image), reference(image)
+    assert exported.shape == (1, 11, 360, 480)
+    assert (exported.argmax(1) == full.argmax(1)).float().mean() > 0.99
+    assert (exported - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    run_dir, _ = trained
+    export = train_farsee(None, {**TINY_RUN, "run_dir": str(run_dir), "max_steps": 24, "resume": True})
+    steps = [step for step, _ in _logged(run_dir, "train/loss")]
+    assert steps[20:] == [20, 21, 22, 23]  # the second run starts at step 20, not 0
+    from safetensors import safe_open
+
+    with safe_open(str(export), "pt") as handle:
+        assert handle.metadata()["global_step"] == "24"
