@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .demo import add_demo_command
     from .diffrate.cli import add_commands as add_diffrate_commands
+    from .farsee.cli import add_commands as add_farsee_commands
     from .mtcnn.cli import add_commands as add_mtcnn_commands
 
     parser = argparse.ArgumentParser(prog="keen", description="keenvision: published vision methods, fast and tested.")
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     add_mtcnn_commands(commands)
     add_diffrate_commands(commands)
+    add_farsee_commands(commands)
     add_demo_command(commands)
     return parser
 

@@ -8,13 +8,19 @@ Public API:
     IMAGENET_MEAN, IMAGENET_STD                    -- the normalisation the models expect (RGB, 0..1 scale)
     weighted_cross_entropy, ohem_cross_entropy, enet_class_weights -- the losses
     train_farsee                                   -- the training recipe (configs/farsee/*.yaml)
+    Segmenter, Segmentation, overlay, class_palette -- inference on images, folders and videos; colours
+    evaluate_segmentation                          -- mIoU, per-class IoU, pixel accuracy (torchmetrics)
+    export_onnx                                    -- ONNX export (the `onnx` extra)
 """
 
 from pathlib import Path
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, TrainAugmentation, class_frequencies
+from .evaluate import evaluate_segmentation
+from .export import export_onnx
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
 from .model import CFASPP, FarSeeNet, build_farsee, load_farsee
+from .segment import Segmentation, Segmenter, class_palette, overlay
 
 
 def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:
@@ -31,12 +37,18 @@ __all__ = [
     "FarSeeNet",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Segmentation",
+    "Segmenter",
     "TrainAugmentation",
     "build_farsee",
     "class_frequencies",
+    "class_palette",
     "enet_class_weights",
+    "evaluate_segmentation",
+    "export_onnx",
     "load_farsee",
     "ohem_cross_entropy",
+    "overlay",
     "train_farsee",
     "weighted_cross_entropy",
 ]
