@@ -26,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffrate.cli import add_commands as add_diffrate_commands
     from .farsee.cli import add_commands as add_farsee_commands
     from .mtcnn.cli import add_commands as add_mtcnn_commands
+    from .sicnn.cli import add_commands as add_sicnn_commands
 
     parser = argparse.ArgumentParser(prog="keen", description="keenvision: published vision methods, fast and tested.")
     parser.add_argument("--version", action="version", version=f"keenvision {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     add_mtcnn_commands(commands)
+    add_sicnn_commands(commands)
     add_diffrate_commands(commands)
     add_farsee_commands(commands)
     add_demo_command(commands)

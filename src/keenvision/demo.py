@@ -13,11 +13,13 @@ def run_demo(out_dir: str | Path = "demo", device: str | None = "cpu") -> Path:
     from .diffrate.demo import demo_section as diffrate_section
     from .farsee.demo import demo_section as farsee_section
     from .mtcnn.demo import demo_section as mtcnn_section
+    from .sicnn.demo import demo_section as sicnn_section
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for name, build in (("mtcnn", mtcnn_section), ("farsee", farsee_section), ("diffrate", diffrate_section)):
+    for name, build in (("mtcnn", mtcnn_section), ("sicnn", sicnn_section), ("farsee", farsee_section),
+                        ("diffrate", diffrate_section)):
         print(f"keen demo: {name} ...", file=sys.stderr, flush=True)
         sections.append(build(out_dir, device=device))
     return write_report(sections, out_dir)

@@ -1,0 +1,468 @@
+"""Training SICNN (Zhang et al., ECCV 2018) in its phases, with Lightning.
+
+Run ``python -m keenvision.sicnn.train --config configs/sicnn/<phase>.yaml [--resume] [--max-steps N]`` on faces
+prepared by `keenvision.sicnn.prepare_faces` (``keen sicnn prepare --src ... --out runs/sicnn/faces``). The config's
+``phase`` picks the recipe (paper Sec. 3.3 and Algorithm 1; notes/sicnn.md):
+
+- ``recognition``: pre-train CNN-R on HR faces with the margin head (A-Softmax, L_FR).
+- ``pixel``: pre-train CNN-H with the pixel loss L_SR only.
+- ``fixed_si``: CNN-H on ``pixel_weight * L_SR + alpha * L_SI`` with a fixed CNN-R trained on HR faces (the
+  ablation the paper's "dynamic domain divergence" argument is about).
+- ``domain_integrated``: each batch, first CNN-R is updated with L_FR on ``[SR.detach(); HR]`` (labels
+  duplicated), then CNN-H with ``pixel_weight * L_SR + alpha * L_SI`` while CNN-R is frozen (its parameters get no
+  gradient; the identity loss reaches CNN-H through CNN-R's activations only). Lightning manual optimisation with
+  two optimisers.
+
+Steps are optimiser updates (``trainer.global_step``): in ``domain_integrated`` each batch makes two (CNN-R, then
+CNN-H), as the Caffe sample's solver counts (odd iterations CNN-R, even CNN-H). ``max_steps``, ``checkpoint_every``
+and ``val_every`` count them; each lr schedule counts the updates of its own network (``lr_decay_every``,
+``r_lr_decay_every``). Checkpoints go to ``<run_dir>/checkpoints/last.ckpt`` (``--resume``
+continues); the result is exported as fp16 safetensors with the architecture in the metadata:
+``<run_dir>/cnn_h.safetensors`` (the CNN-H phases) and ``<run_dir>/cnn_r.safetensors`` (recognition and
+domain_integrated, with the margin head), read by `keenvision.sicnn.load_cnn_h` / `model.load_cnn_r`.
+``--export CKPT OUT_DIR`` only exports the networks of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, Subset
+from torchmetrics.functional.classification import binary_auroc
+
+from ..core.weights import save_weights
+from .data import FaceIdentityDataset, degrade
+from .losses import margin_loss, pixel_loss, super_identity_loss
+from .model import (
+    HallucinationNet,
+    RecognitionNet,
+    build_margin_head,
+    export_metadata,
+    load_cnn_h,
+    load_cnn_r,
+    read_metadata,
+)
+
+PHASES = ("recognition", "pixel", "fixed_si", "domain_integrated")
+OPTIMIZERS = ("rmsprop", "sgd", "adam")
+
+DEFAULT_CNN_H = {"stem_channels": 32, "growth": 16, "dense_layers": [4, 4, 4, 2], "upsample_channels": 64}
+DEFAULT_CNN_R = {"channels": [32, 64, 128, 256], "blocks": [1, 2, 2, 1], "stem_channels": 16, "embedding_dim": 512,
+                 "batch_norm": False}
+DEFAULT_HEAD = {"kind": "sphereface", "options": {}}  # options: e.g. margin, lambda_base, lambda_min, scale
+
+DEFAULT_CONFIG = {
+    "phase": "pixel", "run_dir": "runs/sicnn/pixel", "seed": 0,
+    "data_root": "runs/sicnn/faces",  # a prepare_faces folder
+    "train_split": "train", "val_split": "val",
+    "train_faces": None, "val_faces": None,  # use only the first so many faces (quick runs and tests)
+    "flip": True,  # horizontal mirroring of training faces (the sample's `mirror: true`)
+    "cnn_h": DEFAULT_CNN_H, "cnn_r": DEFAULT_CNN_R, "head": DEFAULT_HEAD,
+    "init_cnn_h": None, "init_cnn_r": None,  # exports (.safetensors) of the previous phases
+    # the CNN-H objective pixel_weight * L_SR + alpha * L_SI (paper Algorithm 1: L_SR + alpha L_SI)
+    "pixel_weight": 1.0, "pixel_reduction": "image_sum", "alpha": 8.0,
+    # the optimiser of the network a phase trains (CNN-R in recognition, CNN-H otherwise) ...
+    "optimizer": "rmsprop", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 2.0e-4,
+    "lr_decay": 0.85, "lr_decay_every": 4000,  # Caffe "step" policy: lr * lr_decay ^ floor(updates / every)
+    # ... and CNN-R's in domain_integrated
+    "r_optimizer": "sgd", "r_lr": 0.01, "r_momentum": 0.9, "r_weight_decay": 2.5e-4,
+    "r_lr_decay": 0.8, "r_lr_decay_every": 6000,
+    "batch_size": 16, "val_batch_size": 64, "num_workers": 0,
+    "max_steps": 4000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
+    "num_threads": 2, "precision": "auto", "accelerator": "auto", "devices": 1, "resume": False,
+}
+_NESTED = ("cnn_h", "cnn_r", "head")
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    """Defaults <- YAML file <- ``overrides`` (None values skipped; ``cnn_h``, ``cnn_r``, ``head`` dicts update
+    their keys). Unknown keys and bad values raise ValueError."""
+    config = {**DEFAULT_CONFIG, **{key: dict(DEFAULT_CONFIG[key]) for key in _NESTED}}
+    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        config.update({k: v for k, v in layer.items() if k not in _NESTED})
+        for key in _NESTED:
+            config[key].update(layer.get(key) or {})
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    for key in _NESTED:
+        unknown += [f"{key}.{k}" for k in sorted(set(config[key]) - set(DEFAULT_CONFIG[key]))]
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}")
+    if config["phase"] not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {config['phase']!r}")
+    for key in ("optimizer", "r_optimizer"):
+        if config[key] not in OPTIMIZERS:
+            raise ValueError(f"{key} must be one of {OPTIMIZERS}, got {config[key]!r}")
+    if config["phase"] in ("fixed_si", "domain_integrated") and not config["init_cnn_r"]:
+        raise ValueError(f"phase {config['phase']} needs init_cnn_r (a CNN-R export of the recognition phase)")
+    return config
+
+
+def make_optimizer(name: str, module: torch.nn.Module, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """``rmsprop`` (Caffe's defaults: decay 0.99, eps 1e-8), ``sgd`` (momentum) or ``adam``; weight decay on conv
+    and linear weights only (the sample's decay_mult 0 on biases and PReLU slopes)."""
+    decay = [p for p in module.parameters() if p.ndim > 1]
+    no_decay = [p for p in module.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.99, eps=1e-8)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def step_schedule(optimizer: torch.optim.Optimizer, decay: float, every: int):
+    """Caffe's "step" lr policy: ``lr * decay ^ floor(updates / every)``."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, int(every)), gamma=decay)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """``module`` in eval mode with ``requires_grad`` off for its parameters (restored afterwards): gradients still
+    flow through it to its input, none reach its parameters."""
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
+        module.train(was_training)
+
+
+def psnr(super_resolved: torch.Tensor, high_resolution: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of faces in [-1, 1] (peak-to-peak 2, i.e. the 0..255 PSNR): ``[B]``."""
+    mse = (super_resolved.clamp(-1, 1) - high_resolution).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+class SICNNModule(L.LightningModule):
+    """The networks of a phase, their losses and optimisers (manual optimisation in every phase, so one code path
+    steps one or two optimisers and their schedules).
+
+    ``num_classes``: identities of the training split (the margin head's classes).
+    """
+
+    def __init__(self, config: dict, num_classes: int, identities: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "num_classes": num_classes, "identities": identities})
+        self.automatic_optimization = False
+        self.config, self.phase, self.num_classes = config, config["phase"], num_classes
+        self.identities = identities
+        self.cnn_h = HallucinationNet(**config["cnn_h"]) if self.phase != "recognition" else None
+        self.cnn_r = RecognitionNet(**config["cnn_r"]) if self.phase != "pixel" else None
+        self.head = None
+        if self.phase in ("recognition", "domain_integrated"):
+            self.head = build_margin_head(config["head"]["kind"], self.cnn_r.embedding_dim, num_classes,
+                                          **config["head"].get("options", {}))
+        self._val_outputs: list = []
+        self.last_val: dict[str, float] = {}
+
+    # -- losses ----------------------------------------------------------------------------------------------------
+    def recognition_loss(self, faces: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """L_FR of CNN-R + head on ``faces [B, 3, 112, 96]``; also the training accuracy of the plain logits."""
+        parts = {"lambda": torch.tensor(self.head.current_lambda())} if hasattr(self.head, "current_lambda") else {}
+        embeddings = self.cnn_r.embed(faces)
+        loss = margin_loss(self.head, embeddings, labels)
+        with torch.no_grad():
+            accuracy = (self.head(embeddings).argmax(1) == labels).float().mean()
+        parts.update({"loss_fr": loss.detach(), "accuracy": accuracy})
+        return loss, parts
+
+    def hallucination_loss(self, super_resolved: torch.Tensor, high_resolution: torch.Tensor
+                           ) -> tuple[torch.Tensor, dict]:
+        """CNN-H's objective ``pixel_weight * L_SR + alpha * L_SI`` for ``super_resolved`` (with its graph through
+        CNN-H) against ``high_resolution``; L_SI only when the phase has a CNN-R, which is frozen here: its
+        parameters get no gradient, the SR face does."""
+        config = self.config
+        loss_sr = pixel_loss(super_resolved, high_resolution, config["pixel_reduction"])
+        loss = config["pixel_weight"] * loss_sr
+        parts = {"loss_sr": loss_sr.detach()}
+        if self.cnn_r is not None and self.phase != "pixel":
+            with frozen(self.cnn_r):
+                with torch.no_grad():
+                    features_hr = self.cnn_r.embed(high_resolution)
+                features_sr = self.cnn_r.embed(super_resolved)
+                loss_si = super_identity_loss(features_sr, features_hr)
+            loss = loss + config["alpha"] * loss_si
+            parts["loss_si"] = loss_si.detach()
+        parts["loss_h"] = loss.detach()
+        return loss, parts
+
+    # -- training --------------------------------------------------------------------------------------------------
+    def _update(self, optimizer, scheduler, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        scheduler.step()
+
+    def training_step(self, batch, _):
+        faces, labels = batch
+        optimizers = self.optimizers()
+        schedulers = self.lr_schedulers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        logged: dict[str, torch.Tensor] = {}
+        if self.phase == "recognition":
+            loss, parts = self.recognition_loss(faces, labels)
+            self._update(optimizers[0], schedulers[0], loss)
+            logged.update(parts)
+        else:
+            super_resolved = self.cnn_h(degrade(faces))
+            if self.phase == "domain_integrated":
+                # 1. CNN-R (and head) on hallucinated and HR faces together, labels duplicated; SR detached so
+                #    L_FR does not reach CNN-H
+                optimizer_h, optimizer_r = optimizers
+                scheduler_h, scheduler_r = schedulers
+                loss_r, parts = self.recognition_loss(torch.cat([super_resolved.detach(), faces]),
+                                                      torch.cat([labels, labels]))
+                self._update(optimizer_r, scheduler_r, loss_r)
+                optimizer_r.zero_grad(set_to_none=True)
+                logged.update({f"r_{k}": v for k, v in parts.items()})
+            # 2. CNN-H with CNN-R frozen (fixed_si: always frozen; pixel: no CNN-R)
+            loss_h, parts = self.hallucination_loss(super_resolved, faces)
+            self._update(optimizers[0], schedulers[0], loss_h)
+            if self.cnn_r is not None:  # L_SI reached CNN-H through CNN-R's activations, never CNN-R's weights
+                assert all(p.grad is None for p in self.cnn_r.parameters()), "CNN-R got gradients from CNN-H's loss"
+            logged.update(parts)
+            logged["psnr"] = psnr(super_resolved.detach(), faces).mean()
+        logged["lr"] = torch.tensor(optimizers[0].param_groups[0]["lr"])
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=False)
+
+    def configure_optimizers(self):
+        config = self.config
+        trained = self.cnn_h if self.cnn_h is not None else torch.nn.ModuleList([self.cnn_r, self.head])
+        optimizer = make_optimizer(config["optimizer"], trained, config["lr"], config["momentum"],
+                                   config["weight_decay"])
+        optimizers = [optimizer]
+        schedulers = [{"scheduler": step_schedule(optimizer, config["lr_decay"], config["lr_decay_every"]),
+                       "interval": "step"}]
+        if self.phase == "domain_integrated":
+            optimizer_r = make_optimizer(config["r_optimizer"], torch.nn.ModuleList([self.cnn_r, self.head]),
+                                         config["r_lr"], config["r_momentum"], config["r_weight_decay"])
+            optimizers.append(optimizer_r)
+            schedulers.append({"scheduler": step_schedule(optimizer_r, config["r_lr_decay"],
+                                                          config["r_lr_decay_every"]), "interval": "step"})
+        return optimizers, schedulers
+
+    # -- validation ------------------------------------------------------------------------------------------------
+    def validation_step(self, batch, _):
+        faces, labels = batch
+        if self.phase == "recognition":
+            self._val_outputs.append((F.normalize(self.cnn_r.embed(faces), dim=1), labels))
+            return
+        low_resolution = degrade(faces)
+        super_resolved = self.cnn_h(low_resolution)
+        bicubic = F.interpolate(low_resolution, scale_factor=8, mode="bicubic", align_corners=False)
+        row = {"psnr": psnr(super_resolved, faces), "psnr_bicubic": psnr(bicubic, faces)}
+        if self.cnn_r is not None:
+            features_sr, features_hr = self.cnn_r.embed(super_resolved), self.cnn_r.embed(faces)
+            row["cosine"] = F.cosine_similarity(features_sr, features_hr, dim=1)
+        self._val_outputs.append(row)
+
+    def on_validation_epoch_end(self):
+        outputs, self._val_outputs = self._val_outputs, []
+        if not outputs:
+            return
+        if self.phase == "recognition":
+            embeddings = torch.cat([o[0] for o in outputs])
+            labels = torch.cat([o[1] for o in outputs])
+            metrics = pair_verification(embeddings, labels)
+        else:
+            metrics = {key: float(torch.cat([o[key] for o in outputs]).mean()) for key in outputs[0]}
+            if "cosine" in metrics:  # = mean L_SI on the val faces for unit features: 2 - 2 cos
+                metrics["si_loss"] = 2 - 2 * metrics["cosine"]
+        self.last_val = metrics
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+
+
+def pair_verification(unit_embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """All-pairs verification on unit embeddings ``[N, D]`` of identities ``labels [N]``: ROC AUC of the cosine
+    similarity, and the accuracy at the best threshold with same/different pairs weighted equally."""
+    similarity = unit_embeddings @ unit_embeddings.T
+    upper = torch.triu(torch.ones_like(similarity, dtype=torch.bool), diagonal=1)
+    same = (labels[:, None] == labels[None, :])[upper]
+    scores = similarity[upper]
+    if same.all() or not same.any():
+        return {}
+    auc = float(binary_auroc(scores, same.long()))
+    thresholds = scores.sort().values
+    true_positive = (scores[same][None, :] >= thresholds[:, None]).float().mean(1)
+    true_negative = (scores[~same][None, :] < thresholds[:, None]).float().mean(1)
+    return {"verification_auc": auc, "verification_accuracy": float(((true_positive + true_negative) / 2).max())}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# initialisation from earlier phases, exports
+
+
+def initialise(module: SICNNModule, config: dict) -> None:
+    """Load ``init_cnn_h`` into CNN-H and ``init_cnn_r`` (with its margin head when the phase trains one) into
+    CNN-R; the architectures in the exports replace those of the config (they must be what was trained)."""
+    if config["init_cnn_h"] and module.cnn_h is not None:
+        loaded = load_cnn_h(config["init_cnn_h"])
+        module.cnn_h = loaded.train()
+        module.hparams["config"]["cnn_h"] = dict(loaded.config)
+    if config["init_cnn_r"] and module.cnn_r is not None:
+        metadata = read_metadata(config["init_cnn_r"])
+        if module.head is None:
+            module.cnn_r = load_cnn_r(config["init_cnn_r"]).train()
+        else:
+            if "head" not in metadata:
+                raise ValueError(f"{config['init_cnn_r']} has no margin head to continue training")
+            head_config = json.loads(metadata["head"])
+            if head_config["num_classes"] != module.num_classes:
+                raise ValueError(f"{config['init_cnn_r']}'s head has {head_config['num_classes']} identities, the "
+                                 f"training split {module.num_classes}: use the same prepared faces")
+            cnn_r, head = load_cnn_r(config["init_cnn_r"], with_head=True)
+            if head_config["kind"] != config["head"]["kind"]:
+                raise ValueError(f"{config['init_cnn_r']} has a {head_config['kind']} head, the config asks for "
+                                 f"{config['head']['kind']}")
+            # the config's head options (e.g. the sample's fixed lambda 12) apply to the loaded weights
+            module.head = build_margin_head(config["head"]["kind"], cnn_r.embedding_dim, module.num_classes,
+                                            **config["head"].get("options", {}))
+            module.head.load_state_dict(head.state_dict())
+            module.cnn_r = cnn_r.train()
+        module.hparams["config"]["cnn_r"] = dict(module.cnn_r.config)
+        identities = json.loads(metadata.get("identities", "null"))
+        if identities is not None and module.identities is not None and identities != module.identities:
+            raise ValueError(f"{config['init_cnn_r']} was trained on other identities than this training split")
+
+
+def _fp16(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
+def export_cnn_h(model: HallucinationNet, out: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """fp16 safetensors of CNN-H with the metadata `load_cnn_h` reads."""
+    save_weights(_fp16(model), out, export_metadata("cnn_h", model, extra))
+    return Path(out)
+
+
+def export_cnn_r(model: RecognitionNet, head: torch.nn.Module | None, out: str | Path, head_config: dict | None = None,
+                 extra: dict[str, str] | None = None) -> Path:
+    """fp16 safetensors of CNN-R (and its margin head as ``head.*``, kind/options/classes in the ``head``
+    metadata) that `model.load_cnn_r` reads."""
+    state = _fp16(model)
+    metadata = dict(extra or {})
+    if head is not None:
+        state.update(_fp16(head, "head."))
+        metadata["head"] = json.dumps({"kind": head_config["kind"], "options": head_config.get("options", {}),
+                                       "num_classes": head.weight.shape[0]})
+    save_weights(state, out, export_metadata("cnn_r", model, metadata))
+    return Path(out)
+
+
+def export_module(module: SICNNModule, run_dir: str | Path, global_step: int) -> dict[str, Path]:
+    """Write the phase's networks to ``run_dir`` (``cnn_h.safetensors``, ``cnn_r.safetensors``)."""
+    run_dir = Path(run_dir)
+    extra = {"phase": module.phase, "global_step": str(global_step),
+             **{f"val_{k}": f"{v:.6f}" for k, v in module.last_val.items()}}
+    written = {}
+    if module.cnn_h is not None:
+        written["cnn_h"] = export_cnn_h(module.cnn_h, run_dir / "cnn_h.safetensors", extra)
+    if module.head is not None:
+        identities = {"identities": json.dumps(module.identities)} if module.identities is not None else {}
+        written["cnn_r"] = export_cnn_r(module.cnn_r, module.head, run_dir / "cnn_r.safetensors",
+                                        module.config["head"], {**extra, **identities})
+    return written
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Export the networks of a Lightning checkpoint of this recipe (e.g. ``last.ckpt`` of a run still going)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hyper = state["hyper_parameters"]
+    module = SICNNModule(hyper["config"], hyper["num_classes"], hyper.get("identities"))
+    module.load_state_dict(state["state_dict"])
+    return export_module(module, out_dir, int(state["global_step"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the recipe
+
+
+def _first(dataset, count: int | None):
+    return Subset(dataset, range(min(count, len(dataset)))) if count else dataset
+
+
+def resolve_precision(config: dict) -> str:
+    """``auto`` -> 16-mixed when training will run on a GPU, else 32-true (no AMP on the CPU)."""
+    if config["precision"] != "auto":
+        return str(config["precision"])
+    on_gpu = torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda")
+    return "16-mixed" if on_gpu else "32-true"
+
+
+def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -> Path:
+    """Train (or resume) one SICNN phase; returns the main export: ``<run_dir>/cnn_r.safetensors`` for the
+    recognition phase, ``<run_dir>/cnn_h.safetensors`` otherwise (domain_integrated writes both)."""
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(config["num_threads"])
+    L.seed_everything(config["seed"], workers=True)
+    run_dir = Path(config["run_dir"])
+    train = FaceIdentityDataset(config["data_root"], config["train_split"], flip=config["flip"])
+    # recognition is validated by verification on unseen identities: those with at least two faces
+    val = FaceIdentityDataset(config["data_root"], config["val_split"],
+                              min_faces_per_identity=2 if config["phase"] == "recognition" else 1)
+    module = SICNNModule(config, train.num_classes, train.identities)
+    initialise(module, config)
+    updates_per_batch = 2 if config["phase"] == "domain_integrated" else 1
+    # the checkpoint callback tests global_step % every == 0, so a multiple of the updates per batch
+    checkpoint_every = math.ceil(config["checkpoint_every"] / updates_per_batch) * updates_per_batch
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                                      every_n_train_steps=checkpoint_every, save_top_k=0)
+    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                        precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
+                        val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
+                        check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                        logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
+                        log_every_n_steps=config["log_every"], enable_progress_bar=False,
+                        enable_model_summary=False)
+    workers = config["num_workers"]
+    loader_options = {"num_workers": workers, "persistent_workers": workers > 0}
+    train_loader = DataLoader(_first(train, config["train_faces"]), batch_size=config["batch_size"], shuffle=True,
+                              drop_last=True, **loader_options)
+    val_loader = DataLoader(_first(val, config["val_faces"]), batch_size=config["val_batch_size"], **loader_options)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with warnings.catch_warnings():
+        # Lightning notes that under manual optimisation step checkpoints hold the state after the update: that is
+        # the state a resumed run must continue from
+        warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+        trainer.fit(module, train_loader, val_loader,
+                    ckpt_path=str(last) if config["resume"] and last.is_file() else None, weights_only=True)
+    written = export_module(module, run_dir, trainer.global_step) if trainer.is_global_zero else {}
+    main_export = "cnn_r" if config["phase"] == "recognition" else "cnn_h"
+    return written.get(main_export, run_dir / f"{main_export}.safetensors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"),
+                        help="only export the networks of a checkpoint")
+    args = parser.parse_args()
+    if args.export:
+        for path in export_checkpoint(*args.export).values():
+            print(path)
+        return
+    print(train_sicnn(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+
+
+if __name__ == "__main__":
+    main()
