@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .demo import add_demo_command
     from .diffrate.cli import add_commands as add_diffrate_commands
+    from .engagement.cli import add_commands as add_engagement_commands
     from .farsee.cli import add_commands as add_farsee_commands
     from .mtcnn.cli import add_commands as add_mtcnn_commands
     from .sicnn.cli import add_commands as add_sicnn_commands
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sicnn_commands(commands)
     add_diffrate_commands(commands)
     add_farsee_commands(commands)
+    add_engagement_commands(commands)
     add_demo_command(commands)
     return parser
 

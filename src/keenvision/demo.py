@@ -11,6 +11,7 @@ from .core.report import write_report
 
 def run_demo(out_dir: str | Path = "demo", device: str | None = "cpu") -> Path:
     from .diffrate.demo import demo_section as diffrate_section
+    from .engagement.demo import demo_section as engagement_section
     from .farsee.demo import demo_section as farsee_section
     from .mtcnn.demo import demo_section as mtcnn_section
     from .sicnn.demo import demo_section as sicnn_section
@@ -18,8 +19,8 @@ def run_demo(out_dir: str | Path = "demo", device: str | None = "cpu") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for name, build in (("mtcnn", mtcnn_section), ("sicnn", sicnn_section), ("farsee", farsee_section),
-                        ("diffrate", diffrate_section)):
+    for name, build in (("mtcnn", mtcnn_section), ("sicnn", sicnn_section), ("engagement", engagement_section),
+                        ("farsee", farsee_section), ("diffrate", diffrate_section)):
         print(f"keen demo: {name} ...", file=sys.stderr, flush=True)
         sections.append(build(out_dir, device=device))
     return write_report(sections, out_dir)

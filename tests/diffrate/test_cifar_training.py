@@ -104,7 +104,7 @@ def test_shipped_cifar10_vit_classifies_real_test_images(data_dir):
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
     assert data.classes == list(CIFAR10_CLASSES)
-    assert accuracy > 0.45  # chance is 0.10; the interim weights reach ~0.58 on the whole test set
+    assert accuracy > 0.6  # chance is 0.10; the shipped weights reach 0.724 on the whole test set
 
 
 def test_training_can_start_from_an_export(data_dir, tmp_path, monkeypatch):

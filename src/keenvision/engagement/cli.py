@@ -1,0 +1,280 @@
+"""``keen engagement train|eval|predict|features``: parse arguments, call the API, print."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+from ..cli import UsageError, print_json
+
+WEIGHTS_HELP = ("engagement-openface-15 (shipped, the default), engagement-openface-21, or a .safetensors export of "
+                "`keen engagement train`")
+
+
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{option} must be >= 1, got {value}")
+
+
+def _add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("video pipeline")
+    group.add_argument("--every", type=int, default=5, help="run MTCNN on every k-th frame, track between (default 5)")
+    group.add_argument("--min-face", type=float, default=40, help="smallest face, pixels of the frame reduced to "
+                                                                  "--detect-width (default 40)")
+    group.add_argument("--detect-width", type=int, default=640, help="wider frames are reduced to this for detection "
+                                                                     "and tracking (default 640; 0: never)")
+    group.add_argument("--max-frames", type=int, help="use the first N frames only")
+    group.add_argument("--device", default="cpu", help="MTCNN's device: cpu (default) or cuda")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    engagement = commands.add_parser(
+        "engagement", help="engagement intensity of learners' videos (EmotiW 2018/2019 winners' method)",
+        description="Engagement intensity regression: a multi-instance LSTM over video segments, bagged. Inputs: "
+                    "videos (our MTCNN face pipeline) or OpenFace 2.x CSV files.")
+    tools = engagement.add_subparsers(dest="tool", metavar="TOOL")
+    tools.required = True
+
+    train = tools.add_parser("train", help="cross-validate and train a bagged ensemble from a YAML recipe")
+    train.add_argument("--config", type=Path, required=True, help="YAML recipe, e.g. configs/engagement/*.yaml")
+    train.add_argument("--features", help="training NPZ (features [N, S, D], labels [N]); overrides the recipe's")
+    train.add_argument("--run-dir", help="where the export and report.json go")
+    train.add_argument("--bag-models", type=int, help="models in the ensemble")
+    train.add_argument("--epochs", type=int, help="epochs per model")
+    train.add_argument("--cv-folds", type=int, help="cross-validation folds (0: skip)")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.set_defaults(handler=run_train)
+
+    evaluate = tools.add_parser("eval", help="MSE and per-level MSE of an ensemble on a labelled features NPZ")
+    evaluate.add_argument("--features", type=Path, required=True, help="NPZ with features [N, S, D] and labels [N]")
+    evaluate.add_argument("--weights", help=WEIGHTS_HELP + " (default: the shipped model of the file's layout)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    evaluate.set_defaults(handler=run_eval)
+
+    predict = tools.add_parser("predict", help="engagement intensity and per-segment timeline of videos / CSVs",
+                               description="Predict the engagement intensity (0..1; EmotiW levels 0, 0.33, 0.66, 1) "
+                                           "of each video or OpenFace CSV, with a per-segment timeline. Video "
+                                           "features only approximate the OpenFace features the shipped models "
+                                           "were trained on (marked 'approximate').")
+    predict.add_argument("paths", nargs="+", metavar="VIDEO|CSV", help="video files or OpenFace 2.x .csv files")
+    predict.add_argument("--weights", default="engagement-openface-15", help=WEIGHTS_HELP)
+    predict.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    predict.add_argument("--plot", type=Path, help="timeline PNG (with several inputs: <stem>_<input>.png)")
+    _add_video_arguments(predict)
+    predict.set_defaults(handler=run_predict)
+
+    features = tools.add_parser("features", help="per-segment features of videos / CSVs into one NPZ",
+                                description="Write per-segment features [N, S, D] of the inputs into one NPZ "
+                                            "(keys features, feature_set, names, paths, presence, segment_frames, "
+                                            "fps). Videos give our 25-d 'keenvision-video' features (--layout "
+                                            "video) or their 60-d OpenFace approximation (--layout openface); "
+                                            "OpenFace CSVs give the 60-d 'openface' features.")
+    features.add_argument("paths", nargs="+", metavar="VIDEO|CSV")
+    features.add_argument("--out", type=Path, required=True, help="output .npz")
+    features.add_argument("--segments", type=int, default=15, help="segments per input (default 15)")
+    features.add_argument("--overlap", type=float, default=0.5, help="overlap of consecutive segments (default 0.5)")
+    features.add_argument("--layout", choices=["video", "openface"], default="video",
+                          help="for videos: our features (default) or the OpenFace approximation")
+    features.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    _add_video_arguments(features)
+    features.set_defaults(handler=run_features)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from . import train_engagement
+
+    for option in ("bag_models", "epochs"):
+        _positive(getattr(args, option), "--" + option.replace("_", "-"))
+    if not args.config.is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    overrides = {"features": args.features, "run_dir": args.run_dir, "bag_models": args.bag_models,
+                 "epochs": args.epochs, "cv_folds": args.cv_folds, "seed": args.seed}
+    weights = train_engagement(args.config, {key: value for key, value in overrides.items() if value is not None})
+    print(f"trained weights: {weights}")
+    return 0
+
+
+def _shipped_for(layout) -> str:
+    from .ensemble import SHIPPED
+
+    name = f"engagement-{layout.feature_set}-{layout.segments}"
+    if name not in SHIPPED:
+        raise UsageError(f"no shipped model for {layout} features; give --weights (a .safetensors export)")
+    return name
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .data import evaluate_predictions, load_features
+    from .ensemble import load_engagement
+
+    data = load_features(args.features)
+    weights = args.weights or _shipped_for(data.layout)
+    ensemble = load_engagement(weights)
+    intensity, _ = ensemble.predict(data.features, feature_set=data.layout.feature_set)
+    result = evaluate_predictions(intensity, data.labels)
+    per_level = ", ".join(f"{level}: {'-' if mse is None else f'{mse:.4f}'} ({result['count_per_level'][level]})"
+                          for level, mse in result["mse_per_level"].items())
+    print(f"{weights} on {args.features} [{len(data.labels)} videos, {data.layout}]: MSE {result['mse']:.4f}; "
+          f"per level {per_level}")
+    if args.json:
+        print_json({"weights": str(weights), "features": str(args.features), "videos": len(data.labels), **result})
+    return 0
+
+
+def _video_options(args: argparse.Namespace) -> dict:
+    _positive(args.every, "--every")
+    _positive(args.max_frames, "--max-frames")
+    if args.min_face < 12:
+        raise UsageError(f"--min-face must be >= 12 (MTCNN's window), got {args.min_face}")
+    if args.detect_width < 0:
+        raise UsageError(f"--detect-width must be >= 0, got {args.detect_width}")
+    return {"detect_every": args.every, "min_face_size": args.min_face, "detect_width": args.detect_width,
+            "max_frames": args.max_frames}
+
+
+def _input_kind(path: Path) -> str:
+    """"csv", "video" or "other" (reported and skipped like an unreadable file)."""
+    from ..core.io import is_video
+
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    return "video" if is_video(path) else "other"
+
+
+def _unsupported(path: Path) -> ValueError:
+    return ValueError(f"{path}: expected a video (.mp4, .mov, ...) or an OpenFace .csv file")
+
+
+_INPUT_ERRORS = (ValueError, FileNotFoundError)  # ImageReadError and OpenFaceFormatError are ValueErrors
+
+
+def _plot_path(plot: Path, source: Path, several: bool) -> Path:
+    return plot.with_name(f"{plot.stem}_{source.stem}{plot.suffix or '.png'}") if several else plot
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import (
+        check_csv_layout,
+        plot_timeline,
+        predict_csv,
+        predict_video,
+        resolve_model,
+        video_feature_set_for,
+    )
+    from .video import make_detector
+
+    options = _video_options(args)
+    paths = [Path(p) for p in args.paths]
+    kinds = [_input_kind(path) for path in paths]
+    ensemble = resolve_model(args.weights)
+    detector = None
+    if "csv" in kinds:
+        check_csv_layout(ensemble.layout)  # refuse a model CSV features do not fit, once
+    if "video" in kinds:
+        video_feature_set_for(ensemble.layout)  # refuse a model no video features fit, once, before any work
+        detector = make_detector(args.min_face, args.device)
+    done = failed = 0
+    for path, kind in zip(paths, kinds):
+        try:
+            if kind == "other":
+                raise _unsupported(path)
+            if kind == "csv":
+                prediction = predict_csv(path, ensemble)
+            else:
+                prediction = predict_video(path, ensemble, detector=detector, **options)
+        except _INPUT_ERRORS as error:
+            if len(paths) == 1:
+                raise  # a single input: its own one-line error, exit 2
+            failed += 1
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"keen engagement predict: skipped {message}", file=sys.stderr)
+            if args.json:
+                print_json({"source": str(path), "error": message})
+            continue
+        prediction.model = str(args.weights)
+        record = prediction.to_dict()
+        if args.plot:
+            record["plot"] = str(plot_timeline(prediction, _plot_path(args.plot, path, len(paths) > 1)))
+        done += 1
+        if args.json:
+            print_json(record)
+        else:
+            timeline = " ".join(f"{v:.2f}" for v in prediction.per_segment)
+            reason = "video features mapped to the OpenFace layout" if kind == "video" else \
+                "no eye landmarks in the CSV, some features approximated"
+            approximate = f" (approximate: {reason})" if prediction.approximate else ""
+            print(f"{path}: engagement {prediction.intensity:.3f} -> level {prediction.level:g} "
+                  f"({record['level_name']}){approximate}; segments: {timeline}"
+                  + (f"; plot {record['plot']}" if args.plot else ""), flush=True)
+    if done == 0:
+        raise UsageError("no usable video or OpenFace CSV among the inputs" + (f" ({failed} failed)" if failed else ""))
+    if failed:
+        print(f"keen engagement predict: {done} input(s) scored, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..core.io import write_atomic
+    from .openface import openface_csv_features
+    from .video import make_detector, track_face, video_openface_features, video_segment_features
+
+    options = _video_options(args)
+    _positive(args.segments, "--segments")
+    if not 0 <= args.overlap < 1:
+        raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.out.suffix.lower() != ".npz":
+        raise UsageError(f"--out {args.out}: expected a .npz file name")
+    paths = [Path(p) for p in args.paths]
+    kinds = [_input_kind(path) for path in paths]
+    if args.layout == "video" and "csv" in kinds:
+        raise UsageError("OpenFace CSVs give 'openface' features; use --layout openface to write them (and the "
+                         "videos' OpenFace approximation) into one file")
+    detector = make_detector(args.min_face, args.device) if "video" in kinds else None
+    results, used, failed = [], [], 0
+    for path, kind in zip(paths, kinds):
+        try:
+            if kind == "other":
+                raise _unsupported(path)
+            if kind == "csv":
+                result = openface_csv_features(path, args.segments, args.overlap)
+            else:
+                track = track_face(path, detector=detector, **options)
+                build = video_segment_features if args.layout == "video" else video_openface_features
+                result = build(track, args.segments, args.overlap)
+        except _INPUT_ERRORS as error:
+            if len(paths) == 1:
+                raise
+            failed += 1
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"keen engagement features: skipped {message}", file=sys.stderr)
+            continue
+        results.append(result)
+        used.append(path)
+        print(f"{path}: {result.features.shape[0]} segments x {result.features.shape[1]} ({result.feature_set}), "
+              f"face in {float(result.presence.mean()):.0%} of the frames", file=sys.stderr, flush=True)
+    if not results:
+        raise UsageError("no usable video or OpenFace CSV among the inputs" + (f" ({failed} failed)" if failed else ""))
+    first = results[0]
+    arrays = {
+        "features": np.stack([r.features for r in results]).astype(np.float32),
+        "feature_set": np.array(first.feature_set), "names": np.array(first.names),
+        "paths": np.array([str(p) for p in used]), "presence": np.stack([r.presence for r in results]),
+        "segment_frames": np.stack([r.segmentation.bounds for r in results]),
+        "fps": np.array([r.fps for r in results], np.float64),
+        "description": np.array(f"keenvision engagement features: {first.feature_set}, {args.segments} segments "
+                                f"(overlap {args.overlap}); per input notes: "
+                                + " | ".join("; ".join(r.notes) for r in results)),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(args.out, buffer.getvalue())
+    shape = arrays["features"].shape
+    print(f"wrote {args.out}: features {shape[0]} x {shape[1]} x {shape[2]} ({first.feature_set})")
+    if args.json:
+        print_json({"out": str(args.out), "shape": list(shape), "feature_set": first.feature_set,
+                    "paths": [str(p) for p in used], "failed": failed})
+    return 1 if failed else 0

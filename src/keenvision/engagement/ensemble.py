@@ -1,0 +1,128 @@
+"""The bootstrap-aggregated ensemble: N `MILEngagementRegressor` s with the standardisation they were trained with,
+for one feature layout; saved as one safetensors file and loaded with `load_engagement`.
+
+File format (``format = keenvision.engagement`` in the metadata): tensors ``model<i>.<parameter>`` for i < N and
+``standardiser.center`` / ``standardiser.scale`` ``[D]``; metadata ``architecture`` (JSON constructor arguments),
+``models`` (N), ``clip``, the layout (``feature_set``, ``segments``, ``dim``) and free-form strings (OOB MSE, the
+training config).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from ..core.weights import WeightsError, load_into, load_weights, packaged_weights, save_weights
+from .data import FeatureLayout, FeatureStandardiser
+from .model import MILEngagementRegressor
+
+# shipped ensembles: name -> file under keenvision/weights/
+SHIPPED = {"engagement-openface-15": "engagement_openface_15seg.safetensors",
+           "engagement-openface-21": "engagement_openface_21seg.safetensors"}
+FORMAT = "keenvision.engagement"
+
+
+class EngagementEnsemble:
+    """Averages the intensity and per-segment scores of its models on standardised features of one layout."""
+
+    def __init__(self, models: Sequence[MILEngagementRegressor], standardiser: FeatureStandardiser,
+                 layout: FeatureLayout, metadata: dict[str, str] | None = None):
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = [model.eval() for model in models]
+        self.standardiser, self.layout = standardiser, layout
+        self.metadata = dict(metadata or {})
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def check_layout(self, features: np.ndarray, feature_set: str | None = None) -> None:
+        """ValueError (one line, naming both layouts) unless ``features`` is ``[N, segments, dim]`` of this
+        ensemble (and ``feature_set``, when given and known, is its feature set)."""
+        shape = tuple(np.shape(features))
+        given_set = feature_set or "unknown"
+        if len(shape) == 3:
+            given = FeatureLayout(given_set, shape[1], shape[2])
+            same_set = given_set in (self.layout.feature_set, "unknown") or self.layout.feature_set == "unknown"
+            if (given.segments, given.dim) == (self.layout.segments, self.layout.dim) and same_set:
+                return
+            raise ValueError(f"features of layout {given} do not fit this engagement model, trained on {self.layout}")
+        raise ValueError(f"features must be [videos, segments, dim] ({self.layout}), got shape {shape}")
+
+    @torch.no_grad()
+    def predict(self, features, feature_set: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``features`` ``[N, S, D]`` (raw, as in the NPZ) -> ``(intensity [N], per-segment scores [N, S])``,
+        float32 NumPy arrays in [0, 1], the mean over the ensemble's models."""
+        if isinstance(features, torch.Tensor):
+            features = features.detach().cpu().numpy()
+        self.check_layout(features, feature_set)
+        inputs = torch.from_numpy(self.standardiser(features))
+        intensity = torch.zeros(inputs.shape[0])
+        segments = torch.zeros(inputs.shape[:2])
+        for model in self.models:
+            model_intensity, model_segments = model(inputs)
+            intensity += model_intensity
+            segments += model_segments
+        return (intensity / len(self.models)).numpy(), (segments / len(self.models)).numpy()
+
+    def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+        """Write the ensemble (fp32) to ``path``; ``extra`` strings join the metadata."""
+        state = {f"model{index}.{key}": value.float().clone() for index, model in enumerate(self.models)
+                 for key, value in model.state_dict().items()}
+        state["standardiser.center"] = torch.from_numpy(np.asarray(self.standardiser.center, np.float32))
+        state["standardiser.scale"] = torch.from_numpy(np.asarray(self.standardiser.scale, np.float32))
+        metadata = {**self.metadata, **(extra or {}), "format": FORMAT, "models": str(len(self.models)),
+                    "architecture": json.dumps(self.models[0].architecture()), "clip": repr(self.standardiser.clip),
+                    **self.layout.as_metadata()}
+        save_weights(state, path, metadata)
+        return Path(path)
+
+
+def _shipped_path(name: str) -> Path:
+    filename = SHIPPED[name]
+    path = Path(str(resources.files("keenvision") / "weights" / filename))
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them with "
+                                "`python -m keenvision.engagement.train --config configs/engagement/openface_15seg"
+                                ".yaml` or give a .safetensors export)")
+    return packaged_weights(filename)  # checks the recorded checksum
+
+
+def load_engagement(name_or_path: str | Path = "engagement-openface-15") -> EngagementEnsemble:
+    """An `EngagementEnsemble` from a shipped name (``"engagement-openface-15"``, ``"engagement-openface-21"``) or
+    the path of a ``.safetensors`` export of `keenvision.engagement.train`."""
+    name = str(name_or_path)
+    if name in SHIPPED:
+        path = _shipped_path(name)
+    elif name.endswith(".safetensors"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such weights file")
+    else:
+        raise ValueError(f"unknown engagement model {name!r}: give a .safetensors export or one of {sorted(SHIPPED)}")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for a corrupt header
+        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an engagement export (no {FORMAT} metadata)")
+    state = load_weights(path)
+    architecture = json.loads(metadata["architecture"])
+    models = []
+    for index in range(int(metadata["models"])):
+        model = MILEngagementRegressor(**architecture)
+        load_into(model, {k[len(f"model{index}."):]: v for k, v in state.items() if k.startswith(f"model{index}.")},
+                  f"{path} (model {index})")
+        models.append(model)
+    standardiser = FeatureStandardiser(state["standardiser.center"].numpy(), state["standardiser.scale"].numpy(),
+                                       float(metadata["clip"]))
+    known = {"format", "models", "architecture", "clip", "feature_set", "segments", "dim"}
+    return EngagementEnsemble(models, standardiser, FeatureLayout.from_metadata(metadata),
+                              {k: v for k, v in metadata.items() if k not in known})

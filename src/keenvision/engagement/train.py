@@ -1,0 +1,330 @@
+"""Training the engagement regressor: Lightning recipe, stratified K-fold cross-validation, bootstrap aggregation.
+
+Run ``python -m keenvision.engagement.train --config configs/engagement/openface_15seg.yaml``. The recipe:
+
+1. ``cv_folds`` >= 2: stratified (by level), seeded K-fold cross-validation of the whole recipe (standardisation
+   fitted on the training folds only, the bagged ensemble trained on them, scored on the held-out fold): the
+   cross-validated MSE (mean +- std over folds) and the per-level MSE of the pooled out-of-fold predictions.
+   With a ``select`` grid (e.g. ``{epochs: [20, 40], rank_weight: [0, 0.01]}``), each candidate is first
+   cross-validated on the training data and the best (lowest CV MSE) is the recipe trained; inside the outer
+   cross-validation the selection runs again within each outer training fold (nested), so the reported CV MSE
+   does not see the videos that chose the hyperparameters.
+2. Bootstrap aggregation (the 2019 team's bagging; their number of models is not stated, notes/engagement.md):
+   ``bag_models`` models, each on a bootstrap resample (n draws with replacement) of all training videos,
+   predictions averaged; the OUT-OF-BAG MSE scores each video with the models whose resample left it out.
+   ``bootstrap: false`` trains every model on all videos (a seed ensemble).
+3. The export: one fp32 safetensors file with the N state dicts, the standardisation statistics and the layout
+   (feature set, segments, dim), read by `keenvision.engagement.load_engagement`; a JSON report beside it.
+
+Lightning owns each model's loop (Adam, step decay at fractions of the epochs as in the 2019 code); runs are seconds
+each on a CPU, so there are no checkpoints or resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..core.data import data_root
+from .data import (
+    EngagementFeatures,
+    FeatureLayout,
+    FeatureStandardiser,
+    evaluate_predictions,
+    intensity_level,
+    load_features,
+)
+from .ensemble import EngagementEnsemble
+from .losses import RANK_MARGIN, engagement_loss
+from .model import MILEngagementRegressor
+
+DEFAULT_MODEL = {"hidden": 64, "lstm_layers": 2, "mlp": [128, 64, 32], "dropout": 0.0}
+
+DEFAULT_CONFIG = {
+    "run_dir": "runs/engagement/openface_15seg", "seed": 0,
+    # an NPZ path; a relative path that does not exist is looked up under the shared data folder ($KEEN_DATA)
+    "features": "engagement/emotiw2019_openface_15seg_train.npz",
+    "model": DEFAULT_MODEL,
+    "standardise_clip": 5.0,  # robust z-scores are clipped to +-this (OpenFace tracking failures, see data.py)
+    # the 2019 code: Adam 2e-3, batch 12, 20 epochs, lr x0.1 at 30/50/80 % of the epochs, weight decay 1e-4
+    "batch_size": 12, "lr": 2.0e-3, "weight_decay": 1.0e-4, "epochs": 20,
+    "lr_decay_at": [0.3, 0.5, 0.8], "lr_decay": 0.1,
+    "rank_weight": 0.0,  # 0: MSE only (as the 2019 code trained); > 0 adds the rank loss on the pooled features
+    "rank_margin": RANK_MARGIN,
+    "bag_models": 10, "bootstrap": True,  # N models, each on a bootstrap resample (False: all data, other seeds)
+    "cv_folds": 5, "cv_repeats": 1,  # cross-validation of the recipe before the final training (0: skip)
+    "select": None,  # {key: [candidates]} chosen by CV on the training data (nested inside the outer CV)
+    "select_folds": 4, "select_bag_models": 1,  # the selection's inner CV (single models: the grid is costly)
+    "num_threads": 1, "accelerator": "cpu", "precision": "32-true",
+    "export_name": "engagement_openface_15seg.safetensors",  # written into run_dir
+}
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
+    Unknown keys raise ValueError."""
+    config = {**copy.deepcopy(DEFAULT_CONFIG), "model": dict(DEFAULT_MODEL)}
+    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        config.update({k: v for k, v in layer.items() if k != "model"})
+        config["model"].update(layer.get("model") or {})
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG)) + [f"model.{k}" for k in set(config["model"])
+                                                            - set(DEFAULT_MODEL)]
+    for key in config.get("select") or {}:
+        if key not in DEFAULT_CONFIG and not (key.startswith("model.") and key[6:] in DEFAULT_MODEL):
+            unknown.append(f"select.{key}")
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}")
+    if config["bag_models"] < 1:
+        raise ValueError(f"bag_models must be >= 1, got {config['bag_models']}")
+    if config["cv_folds"] == 1 or config["cv_folds"] < 0:
+        raise ValueError(f"cv_folds must be 0 (no cross-validation) or >= 2, got {config['cv_folds']}")
+    return config
+
+
+def with_setting(config: dict, key: str, value) -> dict:
+    """A copy of ``config`` with ``key`` (``"epochs"`` or ``"model.hidden"``) set to ``value``."""
+    config = {**config, "model": dict(config["model"])}
+    if key.startswith("model."):
+        config["model"][key[6:]] = value
+    else:
+        config[key] = value
+    return config
+
+
+def resolve_features_path(features: str | Path) -> Path:
+    path = Path(features)
+    if not path.is_file() and not path.is_absolute() and (data_root() / path).is_file():
+        return data_root() / path
+    return path
+
+
+# --------------------------------------------------------------------------------------------- splits and bagging
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold index ``[N]`` in 0..folds-1: each level's videos shuffled (seeded) and dealt round-robin to the folds,
+    so every fold holds each level in about the same proportion (levels 0 and 1 are rare: 5 and 28 of 146)."""
+    rng = np.random.default_rng(seed)
+    levels = intensity_level(labels)
+    assignment = np.empty(len(labels), np.int64)
+    offset = 0
+    for level in range(4):
+        members = np.flatnonzero(levels == level)
+        rng.shuffle(members)
+        # continue the round-robin where the previous level stopped: fold sizes differ by at most one
+        assignment[members] = (np.arange(len(members)) + offset) % folds
+        offset += len(members)
+    return assignment
+
+
+def bootstrap_resamples(count: int, models: int, seed: int) -> list[np.ndarray]:
+    """``models`` bootstrap resamples of ``range(count)``: each ``count`` indices drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, count, count) for _ in range(models)]
+
+
+def out_of_bag_predictions(predictions: np.ndarray, resamples: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-bag estimate: ``predictions`` ``[M, N]`` (model m on video n), ``resamples`` the M training index
+    sets -> ``(mean over the models whose resample excluded n [N] (NaN where every model saw it), count [N])``."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    out_of_bag = np.ones(predictions.shape, bool)
+    for model, resample in enumerate(resamples):
+        out_of_bag[model, np.unique(resample)] = False
+    count = out_of_bag.sum(0)
+    total = np.where(out_of_bag, predictions, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
+
+
+# ---------------------------------------------------------------------------------------------------- training
+class EngagementModule(L.LightningModule):
+    """One `MILEngagementRegressor` with MSE (+ rank loss), Adam and step decay at fractions of the epochs."""
+
+    def __init__(self, config: dict, input_dim: int):
+        super().__init__()
+        self.config = config
+        self.model = MILEngagementRegressor(input_dim, **config["model"])
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(features)
+
+    def training_step(self, batch, _):
+        features, labels = batch
+        _, _, pooled = self.model.embed(features)
+        loss, parts = engagement_loss(self.model.head(pooled), labels, pooled, self.config["rank_weight"],
+                                      self.config["rank_margin"])
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=len(labels))
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"],
+                                     weight_decay=self.config["weight_decay"])
+        epochs = self.config["epochs"]
+        milestones = sorted({int(round(fraction * epochs)) for fraction in self.config["lr_decay_at"]})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=self.config["lr_decay"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def fit_model(features: np.ndarray, labels: np.ndarray, config: dict, seed: int) -> MILEngagementRegressor:
+    """Train one model on standardised ``features`` ``[N, S, D]`` and ``labels`` ``[N]``; returns it in eval mode."""
+    torch.manual_seed(seed)
+    module = EngagementModule(config, features.shape[-1])
+    dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(features, np.float32)),
+                            torch.from_numpy(np.asarray(labels, np.float32)))
+    loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    trainer = L.Trainer(max_epochs=config["epochs"], accelerator=config["accelerator"], devices=1,
+                        precision=config["precision"], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")  # a Lightning/torch deprecation, not ours
+        trainer.fit(module, loader)
+    return module.model.eval()
+
+
+def fit_ensemble(features: np.ndarray, labels: np.ndarray, config: dict, seed: int,
+                 layout: FeatureLayout | None = None) -> tuple[EngagementEnsemble, list[np.ndarray]]:
+    """The standardisation fitted on these (training) videos and ``bag_models`` models on bootstrap resamples of
+    them (or on all of them, ``bootstrap: false``) -> ``(ensemble, resamples)``."""
+    standardiser = FeatureStandardiser.fit(features, config["standardise_clip"])
+    standard = standardiser(features)
+    if config["bootstrap"]:
+        resamples = bootstrap_resamples(len(labels), config["bag_models"], seed)
+    else:
+        resamples = [np.arange(len(labels))] * config["bag_models"]
+    models = [fit_model(standard[resample], labels[resample], config, seed * 1000 + index)
+              for index, resample in enumerate(resamples)]
+    layout = layout or FeatureLayout("unknown", features.shape[1], features.shape[2])
+    return EngagementEnsemble(models, standardiser, layout), resamples
+
+
+def member_predictions(ensemble: EngagementEnsemble, features: np.ndarray) -> np.ndarray:
+    """``[M, N]``: each model's intensity on ``features`` (raw)."""
+    standard = torch.from_numpy(ensemble.standardiser(features))
+    with torch.no_grad():
+        return np.stack([model(standard)[0].numpy() for model in ensemble.models])
+
+
+def cross_validate(features: np.ndarray, labels: np.ndarray, config: dict, folds: int | None = None,
+                   repeats: int | None = None, seed: int | None = None, nested_select: bool = True) -> dict:
+    """Stratified K-fold CV of the recipe (``repeats`` times with different fold seeds). Each fold: (selection by
+    inner CV when ``config["select"]`` and ``nested_select``), standardisation and ensemble on the training folds,
+    MSE on the held-out fold. Returns ``{"mse", "mse_std", "fold_mse", "mse_per_level", "count_per_level",
+    "predictions" [repeats, N], "chosen"}``."""
+    folds = folds or config["cv_folds"]
+    repeats = repeats or config["cv_repeats"]
+    seed = config["seed"] if seed is None else seed
+    fold_mse, predictions, chosen = [], np.zeros((repeats, len(labels))), []
+    for repeat in range(repeats):
+        assignment = stratified_folds(labels, folds, seed + 7919 * repeat)
+        for fold in range(folds):
+            train, held_out = assignment != fold, assignment == fold
+            recipe = config
+            if config.get("select") and nested_select:
+                recipe, _ = select_hyperparameters(features[train], labels[train], config, seed + fold)
+                chosen.append({key: _get(recipe, key) for key in config["select"]})
+            ensemble, _ = fit_ensemble(features[train], labels[train], recipe, seed + 100 * repeat + fold)
+            predictions[repeat, held_out] = ensemble.predict(features[held_out])[0]
+            fold_mse.append(float(np.mean((predictions[repeat, held_out] - labels[held_out]) ** 2)))
+    pooled = evaluate_predictions(predictions.reshape(-1), np.tile(labels, repeats))
+    return {"mse": float(np.mean(fold_mse)), "mse_std": float(np.std(fold_mse)), "fold_mse": fold_mse,
+            "mse_per_level": pooled["mse_per_level"], "count_per_level": pooled["count_per_level"],
+            "predictions": predictions, "chosen": chosen}
+
+
+def _get(config: dict, key: str):
+    return config["model"][key[6:]] if key.startswith("model.") else config[key]
+
+
+def select_hyperparameters(features: np.ndarray, labels: np.ndarray, config: dict, seed: int) -> tuple[dict, list]:
+    """Grid search of ``config["select"]`` by ``select_folds``-fold CV on these videos with ``select_bag_models``
+    models per fold -> ``(the best config, [(setting, cv mse), ...])``."""
+    grid = config["select"]
+    keys = list(grid)
+    scored = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        candidate = {**config, "select": None, "bag_models": config["select_bag_models"]}
+        for key, value in zip(keys, values):
+            candidate = with_setting(candidate, key, value)
+        result = cross_validate(features, labels, candidate, config["select_folds"], 1, seed, nested_select=False)
+        scored.append((dict(zip(keys, values)), result["mse"]))
+    best = min(scored, key=lambda item: item[1])[0]
+    recipe = {**config, "select": None}
+    for key, value in best.items():
+        recipe = with_setting(recipe, key, value)
+    return recipe, scored
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def train_engagement(config_path: str | Path | None, overrides: dict | None = None) -> Path:
+    """Cross-validate (``cv_folds``), select (``select``), train the bagged ensemble on all videos of
+    ``features`` and write ``<run_dir>/<export_name>`` plus ``<run_dir>/report.json``; returns the export's path."""
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(config["num_threads"])
+    _quiet_lightning()
+    data: EngagementFeatures = load_features(resolve_features_path(config["features"]))
+    features, labels = data.features, data.labels
+    report: dict = {"layout": data.layout.as_metadata(), "videos": len(labels)}
+    if config["cv_folds"]:
+        cv = cross_validate(features, labels, config)
+        report["cv"] = {k: v for k, v in cv.items() if k != "predictions"}
+        print(f"cross-validated MSE {cv['mse']:.4f} +- {cv['mse_std']:.4f} ({config['cv_folds']} folds x "
+              f"{config['cv_repeats']}), per level {json.dumps(cv['mse_per_level'])}")
+    recipe = config
+    if config["select"]:
+        recipe, scored = select_hyperparameters(features, labels, config, config["seed"])
+        report["selection"] = [{"setting": setting, "cv_mse": mse} for setting, mse in scored]
+        print(f"selected {json.dumps({key: _get(recipe, key) for key in config['select']})}")
+    ensemble, resamples = fit_ensemble(features, labels, recipe, config["seed"], data.layout)
+    metadata = {"config": json.dumps(recipe), "videos": str(len(labels)), "trained_on": str(config["features"])}
+    if config["bootstrap"]:
+        oob, count = out_of_bag_predictions(member_predictions(ensemble, features), resamples)
+        covered = count > 0
+        oob_metrics = evaluate_predictions(oob[covered], labels[covered])
+        report["oob"] = {**oob_metrics, "videos_scored": int(covered.sum())}
+        metadata["oob_mse"] = f"{oob_metrics['mse']:.6f}"
+        print(f"out-of-bag MSE {oob_metrics['mse']:.4f} ({int(covered.sum())} of {len(labels)} videos scored)")
+    if "cv" in report:
+        metadata["cv_mse"] = f"{report['cv']['mse']:.6f}"
+        metadata["cv_mse_std"] = f"{report['cv']['mse_std']:.6f}"
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = ensemble.save(run_dir / config["export_name"], metadata)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--features", help="the training NPZ (overrides the config)")
+    parser.add_argument("--run-dir")
+    parser.add_argument("--bag-models", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--cv-folds", type=int)
+    args = parser.parse_args()
+    print(train_engagement(args.config, {"features": args.features, "run_dir": args.run_dir,
+                                         "bag_models": args.bag_models, "epochs": args.epochs,
+                                         "cv_folds": args.cv_folds}))
+
+
+if __name__ == "__main__":
+    main()
