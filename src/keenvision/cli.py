@@ -20,6 +20,17 @@ def print_json(record: dict) -> None:
     print(json.dumps(record, separators=(",", ":")), flush=True)
 
 
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--json`` flag every eval/bench command takes: one JSON object as the last line of stdout."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def require_positive(value: int | None, option: str) -> None:
+    """One-line UsageError unless `value` is None or >= 1."""
+    if value is not None and value < 1:
+        raise UsageError(f"{option} must be >= 1, got {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .demo import add_demo_command

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..cli import UsageError, print_json
+from ..cli import add_json_option as _add_json
+from ..cli import require_positive as _positive
 
 MODEL_HELP = ("timm ViT name (random weights unless --pretrained), a .safetensors export of "
               "keenvision.diffrate.train, or cifar10-vit")
@@ -17,10 +19,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--pretrained", action="store_true",
                         help="download timm hub weights for a timm name (opt-in: needs the network)")
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -94,11 +92,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", type=Path, required=True, help="PNG to write")
     plot.add_argument("--title", help="figure title (default: the schedule argument)")
     plot.set_defaults(handler=run_plot)
-
-
-def _positive(value: int | None, option: str) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{option} must be >= 1, got {value}")
 
 
 def _print_summary(record: dict, as_json: bool) -> None:

@@ -8,14 +8,10 @@ import sys
 from pathlib import Path
 
 from ..cli import UsageError, print_json
+from ..cli import require_positive as _positive
 
 WEIGHTS_HELP = ("engagement-openface-15 (shipped, the default), engagement-openface-21, or a .safetensors export of "
                 "`keen engagement train`")
-
-
-def _positive(value: int | None, option: str) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{option} must be >= 1, got {value}")
 
 
 def _add_video_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from ..cli import UsageError, print_json
+from ..cli import add_json_option as _add_json
+from ..cli import require_positive as _positive
 
 WEIGHTS_HELP = "farsee-camvid (shipped weights, the default) or a .safetensors export of `keen farsee train`"
 
@@ -21,15 +23,6 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     if height < 32 or width < 32 or height * width > 64_000_000:
         raise UsageError(f"{option} {text!r}: height and width must be at least 32 and the area at most 64e6 pixels")
     return height, width
-
-
-def _positive(value: int | None, option: str) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{option} must be >= 1, got {value}")
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -8,20 +8,13 @@ import sys
 from pathlib import Path
 
 from ..cli import UsageError, print_json
+from ..cli import add_json_option as _add_json
+from ..cli import require_positive as _positive
 
 WEIGHTS_HELP = "sicnn-celeba (shipped CNN-H, the default) or a CNN-H .safetensors export of `keen sicnn train`"
 EVAL_WEIGHTS_HELP = ("CNN-H to score, repeatable: W (scored as 'sicnn') or NAME=W (scored as NAME), W being "
                      "sicnn-celeba or a .safetensors export; e.g. --weights pixel=a.safetensors --weights "
                      "si=b.safetensors for the ablation (default: sicnn-celeba)")
-
-
-def _positive(value: int | None, option: str) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{option} must be >= 1, got {value}")
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
