@@ -8,6 +8,10 @@ Public API:
                                                 -- the features NPZ, its layout, the 4 levels, the MSE metric
     engagement_loss, rank_loss                  -- the losses
     train_engagement                            -- the recipe (configs/engagement/*.yaml), cross-validation, bagging
+    predict_file, predict_video, predict_csv, EngagementPrediction, plot_timeline
+                                                -- intensity and per-segment timeline of a video or OpenFace CSV
+    track_face, video_segment_features, openface_csv_features, read_openface_csv, read_openpose
+                                                -- per-frame signals and per-segment features
 """
 
 from pathlib import Path
@@ -16,6 +20,9 @@ from .data import FeatureLayout, evaluate_predictions, intensity_level, load_fea
 from .ensemble import EngagementEnsemble, load_engagement
 from .losses import engagement_loss, rank_loss
 from .model import MILEngagementRegressor
+from .openface import openface_csv_features, read_openface_csv, read_openpose
+from .predict import EngagementPrediction, plot_timeline, predict_csv, predict_file, predict_video
+from .video import track_face, video_segment_features
 
 
 def train_engagement(config_path: str | Path | None, overrides: dict | None = None) -> Path:
@@ -27,6 +34,7 @@ def train_engagement(config_path: str | Path | None, overrides: dict | None = No
 
 __all__ = [
     "EngagementEnsemble",
+    "EngagementPrediction",
     "FeatureLayout",
     "MILEngagementRegressor",
     "engagement_loss",
@@ -34,6 +42,15 @@ __all__ = [
     "intensity_level",
     "load_engagement",
     "load_features",
+    "openface_csv_features",
+    "plot_timeline",
+    "predict_csv",
+    "predict_file",
+    "predict_video",
     "rank_loss",
+    "read_openface_csv",
+    "read_openpose",
+    "track_face",
     "train_engagement",
+    "video_segment_features",
 ]
