@@ -30,3 +30,12 @@ def detector():
     from keenvision.mtcnn import MTCNN
 
     return MTCNN(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests on one torch thread (small models: threads cost more than they give on 2 cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -17,13 +17,7 @@ from keenvision.engagement.ensemble import EngagementEnsemble
 from keenvision.engagement.model import MILEngagementRegressor
 from keenvision.engagement.predict import plot_timeline, predict_csv, predict_video
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from keenvision.core.weights import WeightsError, save_weights
 from keenvision.engagement import EngagementEnsemble, MILEngagementRegressor, load_engagement
 from keenvision.engagement.data import FeatureLayout, FeatureStandardiser
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

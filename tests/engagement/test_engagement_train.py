@@ -13,7 +13,6 @@ from keenvision.engagement import load_engagement, train_engagement
 from keenvision.engagement.data import FeatureStandardiser, evaluate_predictions, intensity_level, load_features
 from keenvision.engagement.model import MILEngagementRegressor
 from keenvision.engagement.train import (
-    _quiet_lightning,
     bootstrap_resamples,
     fit_model,
     load_config,
@@ -21,14 +20,7 @@ from keenvision.engagement.train import (
     stratified_folds,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _quiet_lightning()
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from keenvision.core.io import ImageReadError, video_frames
 from keenvision.engagement.video import (
@@ -25,13 +24,7 @@ from keenvision.engagement.video import (
     video_segment_features,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from keenvision.farsee.data import CamVidDataset, read_label
 from keenvision.farsee.export import export_onnx, onnx_export_available, onnx_parity, onnx_runtime_available
 from keenvision.farsee.model import FarSeeNet, export_metadata, load_farsee
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

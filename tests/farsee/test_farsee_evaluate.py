@@ -18,12 +18,7 @@ from keenvision.farsee.model import FarSeeNet
 SKY, BUILDING, IGNORE, CLASSES = 0, 1, 11, 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

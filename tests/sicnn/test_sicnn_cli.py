@@ -18,13 +18,7 @@ from keenvision.cli import main
 from keenvision.core.weights import save_weights
 from keenvision.sicnn.model import HallucinationNet, export_metadata
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

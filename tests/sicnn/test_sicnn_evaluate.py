@@ -32,12 +32,7 @@ from keenvision.sicnn.model import HallucinationNet
 PHOTOS_PER_IDENTITY = {"00001": 3, "00002": 3, "00003": 3, "00004": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
