@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .io import write_atomic
@@ -68,3 +69,38 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         first = str(error).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
         raise WeightsError(f"{source} does not fit {type(module).__name__}: {detail}") from None
+
+
+def resolve_weights(name_or_path: str | Path, shipped: Mapping[str, str], what: str, how_to_train: str) -> Path:
+    """The file behind a model argument: a shipped name (a key of `shipped`, checked against its checksum) or the
+    path of a ``.safetensors`` export. One-line errors: a shipped file not in this install says `how_to_train`;
+    an export path that does not exist; anything else names the shipped choices.
+
+    Args:
+        name_or_path: e.g. ``"farsee-camvid"`` or ``"runs/x/model.safetensors"``.
+        shipped: shipped name -> file name in ``keenvision/weights/``.
+        what: the model family for messages (e.g. ``"FarSee-Net"``).
+        how_to_train: the command that makes the missing shipped file.
+    """
+    name = str(name_or_path)
+    if name in shipped:
+        filename = shipped[name]
+        if not Path(str(resources.files("keenvision") / "weights" / filename)).is_file():
+            raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them with "
+                                    f"{how_to_train} or give a .safetensors export)")
+        return packaged_weights(filename)
+    if name.endswith(".safetensors"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such weights file")
+        return path
+    raise ValueError(f"unknown {what} model {name!r}: give a .safetensors export or one of {sorted(shipped)}")
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file; a corrupt or non-safetensors file raises WeightsError (one line)."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # safetensors raises its own error types for a corrupt header
+        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
-from ..core.weights import WeightsError, load_into, load_weights, packaged_weights, save_weights
+from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights, save_weights
 from .data import FeatureLayout, FeatureStandardiser
 from .model import MILEngagementRegressor
 
@@ -84,33 +82,12 @@ class EngagementEnsemble:
         return Path(path)
 
 
-def _shipped_path(name: str) -> Path:
-    filename = SHIPPED[name]
-    path = Path(str(resources.files("keenvision") / "weights" / filename))
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them with "
-                                "`python -m keenvision.engagement.train --config configs/engagement/openface_15seg"
-                                ".yaml` or give a .safetensors export)")
-    return packaged_weights(filename)  # checks the recorded checksum
-
-
 def load_engagement(name_or_path: str | Path = "engagement-openface-15") -> EngagementEnsemble:
     """An `EngagementEnsemble` from a shipped name (``"engagement-openface-15"``, ``"engagement-openface-21"``) or
     the path of a ``.safetensors`` export of `keenvision.engagement.train`."""
-    name = str(name_or_path)
-    if name in SHIPPED:
-        path = _shipped_path(name)
-    elif name.endswith(".safetensors"):
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such weights file")
-    else:
-        raise ValueError(f"unknown engagement model {name!r}: give a .safetensors export or one of {sorted(SHIPPED)}")
-    try:
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for a corrupt header
-        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    path = resolve_weights(name_or_path, SHIPPED, "engagement",
+                           "`python -m keenvision.engagement.train --config configs/engagement/openface_15seg.yaml`")
+    metadata = read_metadata(path)
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an engagement export (no {FORMAT} metadata)")
     state = load_weights(path)

@@ -25,10 +25,9 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors import safe_open
 from torch import nn
 
-from ..core.weights import WeightsError, load_into, load_weights
+from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 SHIPPED = {"farsee-camvid": "farsee_camvid.safetensors"}
@@ -273,34 +272,13 @@ def export_metadata(model: FarSeeNet, class_names: Sequence[str], ignore_index: 
             **(extra or {})}
 
 
-def _shipped_path(name: str) -> Path:
-    from importlib import resources
-
-    from ..core.weights import packaged_weights
-
-    filename = SHIPPED[name]
-    path = Path(str(resources.files("keenvision") / "weights" / filename))
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them with "
-                                "`keen farsee train --config configs/farsee/camvid.yaml` or give a .safetensors file)")
-    return packaged_weights(filename)  # checks the checksum when one is recorded
-
-
 def load_farsee(name_or_path: str | Path, device: str | torch.device = "cpu") -> FarSeeNet:
     """A FarSee-Net in eval mode from ``"farsee-camvid"`` (shipped weights) or a ``.safetensors`` export of
     `keenvision.farsee.train` (its metadata holds the architecture, class names, ignore index and mean/std, which
     are set on the returned model)."""
-    name = str(name_or_path)
-    if name in SHIPPED:
-        path = _shipped_path(name)
-    elif name.endswith(".safetensors"):
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such weights file")
-    else:
-        raise ValueError(f"unknown FarSee-Net model {name!r}: give a .safetensors export or one of {sorted(SHIPPED)}")
-    with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata() or {}
+    path = resolve_weights(name_or_path, SHIPPED, "FarSee-Net",
+                           "`keen farsee train --config configs/farsee/camvid.yaml`")
+    metadata = read_metadata(path)
     if metadata.get("format") != "keenvision.farsee" or "architecture" not in metadata:
         raise WeightsError(f"{path} is not a FarSee-Net export (no keenvision.farsee metadata)")
     model = build_farsee(**yaml.safe_load(metadata["architecture"]))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.device import resolve_device
 from ..core.io import ImageReadError, expand_paths, is_video, read_image, video_frames, write_atomic
 from .data import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, normalise
 
@@ -160,15 +161,6 @@ def load_model(weights: str | Path, device: str | torch.device | None = None) ->
         return load_farsee(weights, resolve_device(device))
     except SafetensorError as error:
         raise WeightsError(f"{weights} is not a readable safetensors file ({error})") from None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
 
 
 class Segmenter:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..core.device import resolve_device
 from ..core.io import ImageReadError, expand_paths, is_video, read_image, write_image
 from ..mtcnn import MTCNN, TEMPLATES, align, similarity_transform
 
@@ -35,15 +36,6 @@ HR_SIZE_WH = (96, 112)  # the SphereFace template SICNN works at (width, height)
 LR_SIZE_WH = (12, 14)
 UPSCALE = 8
 DEFAULT_WEIGHTS = "sicnn-celeba"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
 
 
 def bicubic_upscale(lr: torch.Tensor, factor: int = UPSCALE) -> torch.Tensor:

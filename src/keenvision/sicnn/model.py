@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
 
-from ..core.weights import WeightsError, load_into, load_weights
+from ..core.weights import WeightsError, load_into, load_weights, resolve_weights
+from ..core.weights import read_metadata as read_safetensors_metadata
 
 SHIPPED = {"sicnn-celeba": "sicnn_cnn_h.safetensors"}
 EXPORT_FORMAT = "keenvision.sicnn"
@@ -314,34 +314,18 @@ def export_metadata(network: str, model: nn.Module, extra: dict[str, str] | None
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a SICNN export; one-line errors for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for non-safetensors files
-        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    metadata = read_safetensors_metadata(path)
     if metadata.get("format") != EXPORT_FORMAT:
         raise WeightsError(f"{path} is not a SICNN export (no {EXPORT_FORMAT} metadata)")
     return metadata
 
 
 def _resolve(name_or_path: str | Path) -> Path:
-    name = str(name_or_path)
-    if name in SHIPPED:
-        from importlib import resources
-
-        from ..core.weights import packaged_weights
-
-        filename = SHIPPED[name]
-        if not Path(str(resources.files("keenvision") / "weights" / filename)).is_file():
-            raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them "
-                                    "with configs/sicnn/*.yaml or give a .safetensors export)")
-        return packaged_weights(filename)  # checks the checksum when one is recorded
-    if name.endswith(".safetensors"):
-        return Path(name)
-    raise ValueError(f"unknown SICNN model {name!r}: give a .safetensors export or one of {sorted(SHIPPED)}")
+    return resolve_weights(name_or_path, SHIPPED, "SICNN", "configs/sicnn/*.yaml")
 
 
 def load_cnn_h(name_or_path: str | Path = "sicnn-celeba", device: str | torch.device = "cpu") -> HallucinationNet:
