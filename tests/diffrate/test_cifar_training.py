@@ -24,6 +24,20 @@ TINY = {
 }
 
 
+def _loss_before_and_after_steps(module, batch, steps):
+    """Cross-entropy on `batch` before and after `steps` optimiser steps of the module's own recipe on it."""
+    optimizer = module.configure_optimizers()["optimizer"]
+    with torch.no_grad():
+        before = F.cross_entropy(module(batch[0]), batch[1]).item()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = F.cross_entropy(module(batch[0]), batch[1]).item()
+    return before, after
+
+
 def test_cifar10_reader_decodes_real_images(data_dir, tmp_path):
     images, labels = load_cifar10("test", tmp_path, root=data_dir, images_per_class=3)
     assert images.shape == (30, 32, 32, 3) and images.dtype == np.uint8
@@ -40,15 +54,7 @@ def test_a_few_steps_lower_the_loss_on_real_images(data_dir, tmp_path):
     config["model"] = TINY
     module = CifarClassifier(config)
     batch = torch.from_numpy(images), torch.from_numpy(labels)
-    optimizer = module.configure_optimizers()["optimizer"]
-    with torch.no_grad():
-        before = F.cross_entropy(module(batch[0]), batch[1]).item()
-    for _ in range(25):
-        optimizer.zero_grad()
-        module.training_step(batch, 0).backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = F.cross_entropy(module(batch[0]), batch[1]).item()
+    before, after = _loss_before_and_after_steps(module, batch, steps=25)
     assert after < before * 0.7
 
 
@@ -136,15 +142,7 @@ def test_fine_tuning_trains_the_patched_model_and_exports_plain_weights(data_dir
     images, labels = load_cifar10("train", tmp_path, root=data_dir, images_per_class=8)
     batch = torch.from_numpy(images), torch.from_numpy(labels)
     config["lr"], config["lr_reference_batch"] = 3e-3, None  # a few steps must be visible
-    optimizer = module.configure_optimizers()["optimizer"]
-    with torch.no_grad():
-        before = F.cross_entropy(module(batch[0]), batch[1]).item()
-    for _ in range(25):
-        optimizer.zero_grad()
-        module.training_step(batch, 0).backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = F.cross_entropy(module(batch[0]), batch[1]).item()
+    before, after = _loss_before_and_after_steps(module, batch, steps=25)
     assert after < before * 0.7
     # the fine-tuned weights load into a plain (unpatched) ViT of the same architecture
     plain = build_vit(TINY)
