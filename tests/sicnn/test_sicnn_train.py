@@ -60,7 +60,8 @@ def _train(faces, run_dir, phase, **overrides):
 def pretrained(faces, tmp_path_factory):
     """The two pre-training phases: CNN-R on HR faces, CNN-H with the pixel loss."""
     runs = tmp_path_factory.mktemp("sicnn_runs")
-    cnn_r = _train(faces, runs / "recognition", "recognition", max_steps=15, head=FIXED_LAMBDA, val_every=15)
+    cnn_r = _train(faces, runs / "recognition", "recognition", max_steps=15, head=FIXED_LAMBDA, val_every=15,
+                   grad_clip_norm=5.0)
     cnn_h = _train(faces, runs / "pixel", "pixel", max_steps=15, val_every=15)
     return {"runs": runs, "cnn_r": cnn_r, "cnn_h": cnn_h}
 
@@ -74,6 +75,14 @@ def test_config_checks():
         load_config(None, {"phase": "fixed_si"})
     with pytest.raises(ValueError, match="phase"):
         load_config(None, {"phase": "gan"})
+
+
+def test_a_non_finite_loss_stops_training_before_the_update():
+    module = SICNNModule(load_config(None, {**TINY, "phase": "recognition"}), num_classes=4)
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(FloatingPointError, match="recognition loss is nan at step 0: training diverged"):
+        module._update(None, None, torch.tensor(float("nan")))
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
 def test_recognition_phase_lowers_the_margin_loss(pretrained):

@@ -242,12 +242,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's model")
     args = parser.parse_args()
     if args.export:
         print(export_checkpoint(*args.export))
         return
-    print(train_farsee(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+    print(train_farsee(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
+        "num_threads": args.num_threads}))
 
 
 if __name__ == "__main__":

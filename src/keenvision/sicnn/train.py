@@ -76,6 +76,7 @@ DEFAULT_CONFIG = {
     # ... and CNN-R's in domain_integrated
     "r_optimizer": "sgd", "r_lr": 0.01, "r_momentum": 0.9, "r_weight_decay": 2.5e-4,
     "r_lr_decay": 0.8, "r_lr_decay_every": 6000,
+    "grad_clip_norm": None,  # clip each update's gradient norm (margin losses can blow up early); None: off
     "batch_size": 16, "val_batch_size": 64, "num_workers": 0,
     "max_steps": 4000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
     "num_threads": 2, "precision": "auto", "accelerator": "auto", "devices": 1, "resume": False,
@@ -205,8 +206,14 @@ class SICNNModule(L.LightningModule):
 
     # -- training --------------------------------------------------------------------------------------------------
     def _update(self, optimizer, scheduler, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):  # stop before a diverged network reaches a checkpoint or an export
+            raise FloatingPointError(f"the {self.phase} loss is {loss.item()} at step {self.global_step}: training "
+                                     "diverged; lower lr or set grad_clip_norm, and resume from the last checkpoint")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if self.config["grad_clip_norm"]:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config["grad_clip_norm"],
+                                gradient_clip_algorithm="norm")
         optimizer.step()
         scheduler.step()
 
@@ -454,6 +461,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"),
                         help="only export the networks of a checkpoint")
     args = parser.parse_args()
@@ -461,7 +469,8 @@ def main() -> None:
         for path in export_checkpoint(*args.export).values():
             print(path)
         return
-    print(train_sicnn(args.config, {"resume": args.resume or None, "max_steps": args.max_steps}))
+    print(train_sicnn(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
+        "num_threads": args.num_threads}))
 
 
 if __name__ == "__main__":
