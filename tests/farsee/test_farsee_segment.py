@@ -164,5 +164,6 @@ def test_demo_section_with_and_without_shipped_weights(camvid_images, tmp_path, 
     section = demo.demo_section(tmp_path, "cpu")
     assert [name for name, _ in section.images] == ["farsee_overlay.png", "farsee_labels.png"]
     assert read_image(tmp_path / "farsee_overlay.png").pixels.shape == (360, 480, 3)
-    assert camvid_images[0].name in section.images[0][1]
+    assert demo.DEMO_IMAGE.stem == "camvid_street" and "0016E5_08039" in section.images[0][1]
+    assert (camvid_images[0].parent / "0016E5_08039.jpg").is_file()  # a validation frame: never trained on
     assert sum(float(row[2].rstrip("%")) for row in section.table[1]) == pytest.approx(100, abs=0.5)

@@ -1,10 +1,9 @@
 """The FarSee-Net section of ``keen demo``: a segmentation overlay on a street image, with the speed measured now.
 
-The image is the first CamVid validation image of the shared data (``KEEN_DATA``), read in place: CamVid is a
-non-commercial dataset, so no CamVid file ships with keenvision, and no public-domain street photo is installed
-with our dependencies. Without the shared data the section says so and times a random image of CamVid's size.
-Without the shipped weights (``farsee-camvid``) it shows the speed of a random-weight network only: an overlay of
-random weights would mean nothing.
+The image is one CamVid validation frame shipped in ``keenvision/assets`` (``camvid_street.jpg``, 480x360, never
+trained on; no public-domain street photo is installed with our dependencies; origin and the dataset's research-use
+terms in NOTICE). Without the shipped weights (``farsee-camvid``) the section shows the speed of a random-weight
+network only: an overlay of random weights would mean nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import numpy as np
 import torch
 
 from ..core.bench import measure
-from ..core.data import data_root
 from ..core.io import read_image, write_image
 from ..core.report import Section
 from .segment import CAMVID_CLASSES, Segmenter, colourise, overlay
@@ -23,13 +21,14 @@ from .segment import CAMVID_CLASSES, Segmenter, colourise, overlay
 CAMVID_SIZE_HW = (360, 480)
 
 
+DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "camvid_street.jpg"
+
+
 def demo_image() -> tuple[np.ndarray | None, str]:
-    """(RGB pixels or None, where they come from): the first CamVid validation image of the shared data."""
-    folder = data_root() / "camvid" / "val" / "images"
-    candidates = sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")) if folder.is_dir() else []
-    if not candidates:
-        return None, f"no CamVid validation image found under {folder} (set KEEN_DATA to the shared data)"
-    return read_image(candidates[0]).pixels, f"CamVid val {candidates[0].name} (shared data, not shipped)"
+    """(RGB pixels or None, where they come from): the shipped CamVid validation frame."""
+    if not DEMO_IMAGE.is_file():
+        return None, f"the demo image {DEMO_IMAGE} is missing from this install"
+    return read_image(DEMO_IMAGE).pixels, "CamVid val frame 0016E5_08039 (shipped in keenvision/assets)"
 
 
 def demo_section(out_dir: Path, device: str | None = "cpu") -> Section:
