@@ -201,3 +201,18 @@ def test_checkpoint_and_resume_continue_the_step_count(faces, tmp_path):
     # a fresh run (no resume) in the same folder starts over
     _train(faces, run_dir, "pixel", max_steps=2)
     assert read_metadata(run_dir / "cnn_h.safetensors")["global_step"] == "2"
+
+
+def test_loss_gradient_norms_measure_both_terms_on_cnn_h_only(pretrained, faces):
+    from keenvision.sicnn.train import loss_gradient_norms
+
+    cnn_h, cnn_r = load_cnn_h(pretrained["cnn_h"]).float(), load_cnn_r(pretrained["cnn_r"]).float()
+    cnn_r.train()
+    result = loss_gradient_norms(cnn_h, cnn_r, faces, batches=2, batch_size=2)
+    assert len(result["batches"]) == 2
+    for row in result["batches"]:
+        assert row["grad_sr"] > 0 and row["grad_si"] > 0 and 0 <= row["loss_si"] <= 4
+    ratios = sorted(row["grad_sr"] / row["grad_si"] for row in result["batches"])
+    assert result["median_grad_ratio"] == pytest.approx(ratios[1])
+    assert all(p.grad is None for p in cnn_r.parameters()) and cnn_r.training  # frozen only while measuring
+    assert all(p.requires_grad for p in cnn_r.parameters())

@@ -456,6 +456,36 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     return written.get(main_export, run_dir / f"{main_export}.safetensors")
 
 
+def loss_gradient_norms(cnn_h: HallucinationNet, cnn_r: RecognitionNet, data_root: str | Path, split: str = "train",
+                        batches: int = 8, batch_size: int = 16, pixel_reduction: str = "image_sum",
+                        seed: int = 0) -> dict:
+    """How strongly L_SR and L_SI pull on CNN-H: the gradient norms of each w.r.t. CNN-H's parameters (CNN-R frozen)
+    on ``batches`` training batches, and their median ratio ``|g_SR| / |g_SI|``, the alpha at which the two terms
+    pull equally hard. alpha's meaning depends on the loss reductions and on how sharp CNN-R's identity metric is,
+    so a value copied from another setup can make L_SI negligible (or dominant); this measures it for ours.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(FaceIdentityDataset(data_root, split, flip=True), batch_size=batch_size, shuffle=True,
+                        generator=generator)
+    parameters = [p for p in cnn_h.parameters() if p.requires_grad]
+    rows = []
+    with frozen(cnn_r):
+        for index, (faces, _) in enumerate(loader):
+            if index == batches:
+                break
+            super_resolved = cnn_h(degrade(faces))
+            loss_sr = pixel_loss(super_resolved, faces, pixel_reduction)
+            with torch.no_grad():
+                features_hr = cnn_r.embed(faces)
+            loss_si = super_identity_loss(cnn_r.embed(super_resolved), features_hr)
+            norms = [torch.sqrt(sum(g.pow(2).sum() for g in torch.autograd.grad(loss, parameters, retain_graph=True)))
+                     for loss in (loss_sr, loss_si)]
+            rows.append({"loss_sr": loss_sr.item(), "loss_si": loss_si.item(), "grad_sr": norms[0].item(),
+                         "grad_si": norms[1].item()})
+    ratios = sorted(row["grad_sr"] / max(row["grad_si"], 1e-12) for row in rows)
+    return {"batches": rows, "median_grad_ratio": ratios[len(ratios) // 2]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path)
@@ -464,7 +494,15 @@ def main() -> None:
     parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"),
                         help="only export the networks of a checkpoint")
+    parser.add_argument("--gradient-norms", nargs=2, metavar=("CNN_H", "CNN_R"),
+                        help="only measure |grad L_SR| / |grad L_SI| on CNN-H for these exports (choosing alpha)")
+    parser.add_argument("--data", default="runs/sicnn/faces", help="the prepared faces for --gradient-norms")
     args = parser.parse_args()
+    if args.gradient_norms:
+        torch.set_num_threads(args.num_threads or torch.get_num_threads())
+        cnn_h, cnn_r = load_cnn_h(args.gradient_norms[0]), load_cnn_r(args.gradient_norms[1])
+        print(json.dumps(loss_gradient_norms(cnn_h.float(), cnn_r.float(), args.data)))
+        return
     if args.export:
         for path in export_checkpoint(*args.export).values():
             print(path)
