@@ -103,6 +103,9 @@ def test_search_calls_the_search_module(tiny, tmp_path, monkeypatch, capsys):
                  "--out", str(out), "--max-steps", "3", "--json"]) == 0
     record = _last_json(capsys.readouterr().out)
     assert calls == {"data_dir": str(tmp_path), "target": 0.01, "out": out, "overrides": {"max_steps": 3}}
+    assert main(["diffrate", "search", "--model", model, "--data", str(tmp_path), "--target-gflops", "0.01",
+                 "--out", str(out), "--distill", "--init", "uniform", "--json"]) == 0
+    assert calls["overrides"] == {"distill": True, "init": "uniform"}
     assert record["merge_kept"] == list(COMPRESS.merge_kept) and Schedule.load(out) == COMPRESS
 
 

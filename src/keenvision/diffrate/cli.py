@@ -74,6 +74,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--lr", type=float, help="rate-logit learning rate (default 0.01, cosine to a tenth)")
     search.add_argument("--init", help="start the rates at 'uniform' (the ToMe-like baseline at the target) or at "
                                        "a schedule (file, published:, shipped:); default: uniform over candidates")
+    search.add_argument("--distill", action="store_true",
+                        help="fit the uncompressed model's softmax instead of the labels (the model's own outputs)")
     _add_json(search)
     search.set_defaults(handler=run_search)
 
@@ -196,6 +198,8 @@ def run_search(args: argparse.Namespace) -> int:
         overrides["lr"], overrides["min_lr"] = args.lr, args.lr / 10
     if args.init is not None:
         overrides["init"] = args.init
+    if args.distill:
+        overrides["distill"] = True
     schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides)
     record = {"model": args.model, "target_gflops": args.target_gflops, "out": str(args.out),
               "gflops": schedule_gflops(model, schedule), **schedule.to_dict()}
