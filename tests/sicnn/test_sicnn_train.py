@@ -216,3 +216,22 @@ def test_loss_gradient_norms_measure_both_terms_on_cnn_h_only(pretrained, faces)
     assert result["median_grad_ratio"] == pytest.approx(ratios[1])
     assert all(p.grad is None for p in cnn_r.parameters()) and cnn_r.training  # frozen only while measuring
     assert all(p.requires_grad for p in cnn_r.parameters())
+
+
+def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
+    from keenvision.sicnn.train import pair_verification
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(12).repeat_interleave(3)
+    embeddings = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator)[labels]
+                                               + 0.8 * torch.randn(36, 8, generator=generator), dim=1)
+    result = pair_verification(embeddings, labels)
+    similarity = embeddings @ embeddings.T
+    upper = torch.triu(torch.ones(36, 36, dtype=torch.bool), diagonal=1)
+    same, scores = (labels[:, None] == labels[None, :])[upper], similarity[upper]
+    brute = max(0.5 * ((scores[same] >= t).float().mean() + (scores[~same] < t).float().mean()).item() for t in scores)
+    assert result["verification_accuracy"] == pytest.approx(brute, abs=1e-6)
+    assert 0.5 < result["verification_accuracy"] <= 1 and 0.5 < result["verification_auc"] <= 1
+    # 600 faces = 180k pairs: a pairs x thresholds matrix needed 32 GB here; this must stay small and fast
+    many = torch.nn.functional.normalize(torch.randn(600, 16, generator=generator), dim=1)
+    assert 0.5 <= pair_verification(many, torch.arange(120).repeat_interleave(5))["verification_accuracy"] < 0.6
