@@ -92,8 +92,8 @@ def test_search_calls_the_search_module(tiny, tmp_path, monkeypatch, capsys):
     model, _ = tiny
     calls = {}
 
-    def fake_search(model, data_dir, target_gflops, out=None, overrides=None):
-        calls.update(data_dir=str(data_dir), target=target_gflops, out=out, overrides=overrides)
+    def fake_search(model, data_dir, target_gflops, out=None, overrides=None, config=None):
+        calls.update(data_dir=str(data_dir), target=target_gflops, out=out, overrides=overrides, config=config)
         COMPRESS.save(out)
         return COMPRESS
 
@@ -102,10 +102,21 @@ def test_search_calls_the_search_module(tiny, tmp_path, monkeypatch, capsys):
     assert main(["diffrate", "search", "--model", model, "--data", str(tmp_path), "--target-gflops", "0.01",
                  "--out", str(out), "--max-steps", "3", "--json"]) == 0
     record = _last_json(capsys.readouterr().out)
-    assert calls == {"data_dir": str(tmp_path), "target": 0.01, "out": out, "overrides": {"max_steps": 3}}
+    assert calls == {"data_dir": str(tmp_path), "target": 0.01, "out": out, "overrides": {"max_steps": 3},
+                     "config": None}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.05\n")
     assert main(["diffrate", "search", "--model", model, "--data", str(tmp_path), "--target-gflops", "0.01",
-                 "--out", str(out), "--distill", "--init", "uniform", "--json"]) == 0
-    assert calls["overrides"] == {"distill": True, "init": "uniform"}
+                 "--out", str(out), "--distill", "--init", "uniform", "--init-spread", "6", "--config",
+                 str(recipe), "--json"]) == 0
+    assert calls["overrides"] == {"distill": True, "init": "uniform", "init_spread": 6.0}
+    assert calls["config"] == recipe
+    assert "--init-spread" in _one_line_error(capsys, ["diffrate", "search", "--model", model, "--data",
+                                                       str(tmp_path), "--target-gflops", "0.01", "--out", str(out),
+                                                       "--init-spread", "0"])
+    assert "no such file" in _one_line_error(capsys, ["diffrate", "search", "--model", model, "--data",
+                                                      str(tmp_path), "--target-gflops", "0.01", "--out", str(out),
+                                                      "--config", str(tmp_path / "missing.yaml")])
     assert record["merge_kept"] == list(COMPRESS.merge_kept) and Schedule.load(out) == COMPRESS
 
 

@@ -164,6 +164,17 @@ def test_config_file_matches_the_defaults_and_rejects_unknown_keys():
         load_search_config(None, {"learning_rate": 0.1})
 
 
+def test_recipe_files_load_and_bad_recipes_are_one_line_errors(tmp_path):
+    for recipe in sorted((REPO / "configs" / "diffrate").glob("*search*.yaml")):
+        assert set(load_search_config(recipe)) == set(DEFAULT_SEARCH_CONFIG)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "broken.yaml").write_text("lr: [0.1\n")
+    with pytest.raises(ValueError, match="a mapping of settings"):
+        load_search_config(tmp_path / "list.yaml")
+    with pytest.raises(ValueError, match="not a readable search recipe"):
+        load_search_config(tmp_path / "broken.yaml")
+
+
 @pytest.mark.parametrize("schedule", [COMPRESSING, Schedule((65,) * 4, (65, 64, 30, 3)), Schedule.keep_all(4, 65)])
 def test_a_started_search_selects_its_start_and_keeps_a_gradient(make_vit, cifar_batch, schedule):
     search_model = MaskedRateSearch(make_vit())

@@ -74,8 +74,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--lr", type=float, help="rate-logit learning rate (default 0.01, cosine to a tenth)")
     search.add_argument("--init", help="start the rates at 'uniform' (the ToMe-like baseline at the target) or at "
                                        "a schedule (file, published:, shipped:); default: uniform over candidates")
+    search.add_argument("--init-spread", type=float,
+                        help="tokens: width of the start distribution around --init's counts (default 2); wider "
+                             "lets a short search move further from its start")
     search.add_argument("--distill", action="store_true",
                         help="fit the uncompressed model's softmax instead of the labels (the model's own outputs)")
+    search.add_argument("--config", type=Path,
+                        help="search recipe YAML (e.g. configs/diffrate/cifar10_search.yaml); flags override it")
     _add_json(search)
     search.set_defaults(handler=run_search)
 
@@ -198,9 +203,15 @@ def run_search(args: argparse.Namespace) -> int:
         overrides["lr"], overrides["min_lr"] = args.lr, args.lr / 10
     if args.init is not None:
         overrides["init"] = args.init
+    if args.init_spread is not None:
+        if args.init_spread <= 0:
+            raise UsageError(f"--init-spread must be > 0, got {args.init_spread}")
+        overrides["init_spread"] = args.init_spread
     if args.distill:
         overrides["distill"] = True
-    schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides)
+    if args.config is not None and not args.config.is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides, config=args.config)
     record = {"model": args.model, "target_gflops": args.target_gflops, "out": str(args.out),
               "gflops": schedule_gflops(model, schedule), **schedule.to_dict()}
     print(f"wrote {args.out}: {record['gflops']:.3f} GFLOPs (target {args.target_gflops:g})")

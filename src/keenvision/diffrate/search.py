@@ -78,7 +78,13 @@ def load_search_config(path: str | Path | None = None, overrides: dict | None = 
     config = dict(DEFAULT_SEARCH_CONFIG)
     updates: dict[str, Any] = {}
     if path is not None:
-        updates.update(yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            recipe = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ValueError(f"{path}: not a readable search recipe ({type(error).__name__})") from None
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{path}: a search recipe is a mapping of settings, got {type(recipe).__name__}")
+        updates.update(recipe)
     updates.update({key: value for key, value in (overrides or {}).items() if value is not None})
     unknown = sorted(set(updates) - set(DEFAULT_SEARCH_CONFIG))
     if unknown:
@@ -453,6 +459,7 @@ def search(
     target_gflops: float,
     out: str | Path | None = None,
     overrides: dict | None = None,
+    config: str | Path | None = None,
 ) -> Schedule:
     """Search a DiffRate schedule for `model` reaching `target_gflops` (GMACs, the paper's unit) on `data_dir`.
 
@@ -464,6 +471,8 @@ def search(
         out: where to save the schedule JSON (:meth:`Schedule.save`), or None.
         overrides: flat settings over :data:`DEFAULT_SEARCH_CONFIG` (``max_steps``, ``batch_size``, ``lr``,
             ``lambda_flops``, ``granularity``, ``distill``, ``limit_per_class``, ``num_workers``, ...).
+        config: a search recipe YAML (e.g. ``configs/diffrate/cifar10_search.yaml``) between the defaults and
+            `overrides`.
 
     Returns:
         The searched :class:`Schedule` (integer counts per block, class token included).
@@ -471,7 +480,7 @@ def search(
     from .data import ImageClassificationData, Preprocessing
     from .models import load_model
 
-    config = load_search_config(None, overrides)
+    config = load_search_config(config, overrides)
     vit = load_model(model) if isinstance(model, str) else model
     requires_grad = [parameter.requires_grad for parameter in vit.parameters()]
     was_training = vit.training
