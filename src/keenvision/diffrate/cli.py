@@ -80,7 +80,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--distill", action="store_true",
                         help="fit the uncompressed model's softmax instead of the labels (the model's own outputs)")
     search.add_argument("--config", type=Path,
-                        help="search recipe YAML (e.g. configs/diffrate/cifar10_search.yaml); flags override it")
+                        help="search recipe YAML (e.g. configs/diffrate/search.yaml); flags override it")
     _add_json(search)
     search.set_defaults(handler=run_search)
 

@@ -471,7 +471,7 @@ def search(
         out: where to save the schedule JSON (:meth:`Schedule.save`), or None.
         overrides: flat settings over :data:`DEFAULT_SEARCH_CONFIG` (``max_steps``, ``batch_size``, ``lr``,
             ``lambda_flops``, ``granularity``, ``distill``, ``limit_per_class``, ``num_workers``, ...).
-        config: a search recipe YAML (e.g. ``configs/diffrate/cifar10_search.yaml``) between the defaults and
+        config: a search recipe YAML (e.g. ``configs/diffrate/search.yaml``) between the defaults and
             `overrides`.
 
     Returns:
