@@ -1,7 +1,7 @@
 """`keenvision.sicnn.hallucinate` on real photos: the astronaut (scikit-image) and CelebA faces of the shared data.
 
-The shipped CNN-H does not exist yet, so the network is a small random-weight CNN-H: these tests are about shapes,
-alignment, degradation and the small/large-face decision, not about hallucination quality."""
+The network is a small random-weight CNN-H (fast): these tests are about shapes, alignment, degradation and the
+small/large-face decision, not about hallucination quality (test_sicnn_cli.py checks the shipped CNN-H's)."""
 
 from __future__ import annotations
 

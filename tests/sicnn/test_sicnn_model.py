@@ -139,13 +139,12 @@ def test_cnn_r_export_round_trip_with_head(tmp_path):
         load_cnn_h(str(path))
 
 
-def test_load_cnn_h_errors(tmp_path):
-    from importlib import resources
-
-    shipped = resources.files("keenvision") / "weights" / SHIPPED["sicnn-celeba"]
-    if not shipped.is_file():
-        with pytest.raises(FileNotFoundError, match="sicnn-celeba"):
-            load_cnn_h("sicnn-celeba")
+def test_load_cnn_h_errors(tmp_path, monkeypatch):
+    shipped = load_cnn_h("sicnn-celeba")  # the shipped weights: checksum-checked, eval mode
+    assert isinstance(shipped, HallucinationNet) and not shipped.training
+    monkeypatch.setitem(SHIPPED, "sicnn-celeba", "absent_cnn_h.safetensors")
+    with pytest.raises(FileNotFoundError, match="sicnn-celeba"):
+        load_cnn_h("sicnn-celeba")
     with pytest.raises(FileNotFoundError):
         load_cnn_h(str(tmp_path / "missing.safetensors"))
     with pytest.raises(ValueError, match="unknown SICNN model"):
