@@ -107,9 +107,9 @@ def test_search_calls_the_search_module(tiny, tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("lr: 0.05\n")
     assert main(["diffrate", "search", "--model", model, "--data", str(tmp_path), "--target-gflops", "0.01",
-                 "--out", str(out), "--distill", "--init", "uniform", "--init-spread", "6", "--config",
-                 str(recipe), "--json"]) == 0
-    assert calls["overrides"] == {"distill": True, "init": "uniform", "init_spread": 6.0}
+                 "--out", str(out), "--distill", "--init", "uniform", "--init-spread", "6", "--merge-only",
+                 "--config", str(recipe), "--json"]) == 0
+    assert calls["overrides"] == {"distill": True, "init": "uniform", "init_spread": 6.0, "merge_only": True}
     assert calls["config"] == recipe
     assert "--init-spread" in _one_line_error(capsys, ["diffrate", "search", "--model", model, "--data",
                                                        str(tmp_path), "--target-gflops", "0.01", "--out", str(out),

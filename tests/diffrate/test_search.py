@@ -196,3 +196,19 @@ def test_search_started_at_the_uniform_baseline_stays_there_without_learning(mak
     overrides = {"max_steps": 1, "batch_size": 8, "lr": 1e-9, "min_lr": 1e-10, "limit_per_class": 1,
                  "num_workers": 0, "init": "uniform"}
     assert search(vit, data_dir / "cifar10", target, overrides=overrides) == uniform_schedule(vit, target)
+
+
+def test_merge_only_search_keeps_every_token_from_pruning(make_vit, data_dir):
+    vit = make_vit()
+    search_model = MaskedRateSearch(copy.deepcopy(vit), merge_only=True)
+    assert search_model.rate_parameters() and all(len(rate.candidates) == 1 for rate in search_model.prune_rates)
+    lowest, highest = search_model.gflops_range()
+    assert lowest == pytest.approx(MaskedRateSearch(copy.deepcopy(vit)).gflops_range()[0])  # merging reaches it
+    target = lowest + 0.3 * (highest - lowest)
+    overrides = {"max_steps": 15, "epochs": 100, "batch_size": 8, "lr": 0.5, "limit_per_class": 4, "num_workers": 0,
+                 "merge_only": True}
+    schedule = search(vit, data_dir / "cifar10", target, overrides=overrides)
+    # no block prunes: each block's prune step keeps what the block before left (65 at block 0)
+    assert schedule.prune_kept[0] == 65
+    assert all(kept >= left for kept, left in zip(schedule.prune_kept[1:], schedule.merge_kept[:-1]))
+    assert schedule.merge_kept[-1] < 65 and abs(schedule_gflops(vit, schedule) - target) < 0.25 * (highest - lowest)

@@ -79,6 +79,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              "lets a short search move further from its start")
     search.add_argument("--distill", action="store_true",
                         help="fit the uncompressed model's softmax instead of the labels (the model's own outputs)")
+    search.add_argument("--merge-only", action="store_true",
+                        help="search merge rates only (prune rates fixed at keep-all): dropping tokens costs small "
+                             "models more than merging them")
     search.add_argument("--config", type=Path,
                         help="search recipe YAML (e.g. configs/diffrate/search.yaml); flags override it")
     _add_json(search)
@@ -209,6 +212,8 @@ def run_search(args: argparse.Namespace) -> int:
         overrides["init_spread"] = args.init_spread
     if args.distill:
         overrides["distill"] = True
+    if args.merge_only:
+        overrides["merge_only"] = True
     if args.config is not None and not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     schedule = search(model, args.data, args.target_gflops, out=args.out, overrides=overrides, config=args.config)

@@ -67,6 +67,7 @@ DEFAULT_SEARCH_CONFIG: dict[str, Any] = {
     "init": None,  # None: zero logits (uniform over candidates, the public code); "uniform": start at the ToMe-like
     # baseline at the target; or a schedule (file / published:...) to start from
     "init_spread": 2.0,  # tokens: width of the distribution a started search puts around its start counts
+    "merge_only": False,  # True: prune rates fixed at "keep all"; only the merge rates are searched
 }
 
 
@@ -132,6 +133,9 @@ class MaskedRateSearch(nn.Module):
         frozen_blocks: indices of blocks that never compress (None: :func:`default_frozen_blocks`). Their rates
             have the single candidate "all patches" (the public code's granularity ``num_patches + 1``).
         proportional_attention: add log(size) to the attention logits (as at inference).
+        merge_only: fix every prune rate at "keep all" (one candidate) and search the merge rates only. On small
+            models where dropping tokens costs far more accuracy than merging them (docs/diffrate.md), this keeps
+            the search from spending FLOPs reductions on pruning.
 
     Attributes:
         prune_rates, merge_rates: one :class:`DifferentiableRate` per block; their logits are the only parameters
@@ -144,6 +148,7 @@ class MaskedRateSearch(nn.Module):
         granularity: int = 1,
         frozen_blocks: Sequence[int] | None = None,
         proportional_attention: bool = True,
+        merge_only: bool = False,
     ) -> None:
         super().__init__()
         _check_supported(vit)
@@ -161,11 +166,14 @@ class MaskedRateSearch(nn.Module):
             raise ValueError(f"frozen_blocks {list(self.frozen_blocks)} out of range for {depth} blocks")
         self.proportional_attention = proportional_attention
 
-        def rate(index: int) -> DifferentiableRate:
-            block_granularity = self.num_patches + 1 if index in self.frozen_blocks else granularity
+        self.merge_only = merge_only
+
+        def rate(index: int, fixed: bool = False) -> DifferentiableRate:
+            # one candidate, "all patches", is how a rate is held fixed (the public code's granularity N + 1)
+            block_granularity = self.num_patches + 1 if fixed or index in self.frozen_blocks else granularity
             return DifferentiableRate(self.num_patches, block_granularity, self.num_prefix_tokens)
 
-        self.prune_rates = nn.ModuleList(rate(index) for index in range(depth))
+        self.prune_rates = nn.ModuleList(rate(index, fixed=merge_only) for index in range(depth))
         self.merge_rates = nn.ModuleList(rate(index) for index in range(depth))
         # [B, N] running masks after each block of the last forward, detached, in that block's sorted order
         # (for inspection and tests).
@@ -195,7 +203,7 @@ class MaskedRateSearch(nn.Module):
 
     def gflops_range(self) -> tuple[float, float]:
         """(lowest, highest) GFLOPs the search can reach: smallest candidates everywhere, or nothing compressed."""
-        lowest = self.num_prefix_tokens + int(min(rate.candidates.min().item() for rate in self.prune_rates))
+        lowest = self.num_prefix_tokens + int(min(rate.candidates.min().item() for rate in self.merge_rates))
         depth, tokens = len(self.prune_rates), self.num_patches + self.num_prefix_tokens
         counts = tuple(tokens if index in self.frozen_blocks else lowest for index in range(depth))
         return schedule_gflops(self.vit, Schedule(counts, counts)), schedule_gflops(self.vit)
@@ -372,10 +380,11 @@ class SearchModule(L.LightningModule):
         frozen_blocks: Sequence[int] | None = None,
         distill: bool = False,
         proportional_attention: bool = True,
+        merge_only: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["vit"])
-        self.search_model = MaskedRateSearch(vit, granularity, frozen_blocks, proportional_attention)
+        self.search_model = MaskedRateSearch(vit, granularity, frozen_blocks, proportional_attention, merge_only)
         lowest, highest = self.search_model.gflops_range()
         check_target(target_gflops, lowest, highest)
         self.target_gflops = float(target_gflops)
@@ -490,7 +499,7 @@ def search(
             vit, target_gflops, lr=config["lr"], min_lr=config["min_lr"], weight_decay=config["weight_decay"],
             lambda_flops=config["lambda_flops"], granularity=config["granularity"],
             frozen_blocks=config["frozen_blocks"], distill=config["distill"],
-            proportional_attention=config["proportional_attention"],
+            proportional_attention=config["proportional_attention"], merge_only=config["merge_only"],
         )
         if config["init"] is not None:
             module.search_model.start_from(initial_schedule(vit, config["init"], target_gflops),
