@@ -239,7 +239,7 @@ def test_missing_shipped_weights_is_a_one_line_error(capsys, prepared, monkeypat
 
 
 def test_shipped_cnn_h_beats_bicubic_on_celeba_faces(capsys, prepared):
-    """The shipped domain-integrated CNN-H on the prepared fixture's test identities (CelebA photos; the shipped model was
+    """The shipped domain-integrated CNN-H on the fixture's test identities (CelebA photos; the shipped model was
     trained on CelebA too, so some may be training identities: the quality claim is docs/sicnn.md's, on held-out
     ones). Across the 599 test faces it gains 1.5 dB; 0.5 dB on these few faces leaves room for their spread."""
     code, out, err = run(capsys, "sicnn", "eval", "--data", prepared, "--json")
