@@ -35,15 +35,18 @@ def _logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
     return rows
 
 
-def test_shipped_configs_load_and_differ_only_in_the_head():
-    sr, bilinear = load_config(CONFIGS / "camvid.yaml"), load_config(CONFIGS / "camvid_bilinear.yaml")
+@pytest.mark.parametrize("sr_name, bilinear_name", [("camvid.yaml", "camvid_bilinear.yaml"),
+                                                    ("camvid_mobilenet.yaml", "camvid_mobilenet_bilinear.yaml")])
+def test_shipped_configs_load_and_differ_only_in_the_head(sr_name, bilinear_name):
+    sr, bilinear = load_config(CONFIGS / sr_name), load_config(CONFIGS / bilinear_name)
     assert sr["model"]["head"] == "sr" and bilinear["model"]["head"] == "bilinear"
     assert sr["model"]["pretrained"] is False and sr["model"]["input_scale"] == 0.5
     different = {k for k in sr if sr[k] != bilinear[k]}
     assert different == {"model", "run_dir", "export_name"}
     assert {k for k in sr["model"] if sr["model"][k] != bilinear["model"][k]} == {"head"}
     # every key of the recipe is written out in the YAML, so the file documents the whole run
-    assert set(yaml.safe_load((CONFIGS / "camvid.yaml").read_text())) == set(DEFAULT_CONFIG) - {"resume"}
+    for name in (sr_name, bilinear_name):
+        assert set(yaml.safe_load((CONFIGS / name).read_text())) == set(DEFAULT_CONFIG) - {"resume"}
 
 
 def test_config_errors():
