@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from keenvision.farsee import CFASPP, FarSeeNet, build_farsee, load_farsee
-from keenvision.farsee.model import FASPP, BilinearUpsample, SubPixelUpsample, upsample_valid_region
+from keenvision.farsee.model import (
+    FASPP,
+    BilinearUpsample,
+    LogitSuperResolution,
+    SubPixelUpsample,
+    upsample_valid_region,
+)
 
 
 @pytest.mark.parametrize("head", ["sr", "bilinear"])
@@ -118,11 +124,56 @@ def test_sr_and_bilinear_heads_differ_only_in_the_upsampling():
         assert not torch.allclose(sr(image), bilinear(image))
 
 
+@pytest.mark.parametrize("factor", [2, 3, 8])
+def test_logit_super_resolution_starts_as_bilinear_and_can_leave_it(factor):
+    torch.manual_seed(0)
+    upsample = LogitSuperResolution(num_classes=4, factor=factor)
+    logits = torch.randn(2, 4, 7, 9)
+    bilinear = F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample(logits), bilinear, atol=1e-5)  # borders included (replicate = the clamp)
+    # a few gradient steps toward a sharper target move it off bilinear and lower the loss
+    target = F.interpolate(logits, scale_factor=factor, mode="nearest")
+    optimiser = torch.optim.Adam(upsample.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = F.mse_loss(upsample(logits), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+
+
+@pytest.mark.parametrize("size", [(96, 128), (97, 131)])
+def test_full_resolution_head(size):
+    """full_resolution: the sr head's logits come out at the input's size (x8 from 1/4 of the half-size input) and
+    only the padding is cropped; at initialisation the model equals the default one (bilinear start)."""
+    torch.manual_seed(0)
+    model = FarSeeNet(num_classes=5, width=16, input_scale=0.5, full_resolution=True).eval()
+    default = FarSeeNet(num_classes=5, width=16, input_scale=0.5).eval()
+    default.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("super_resolution.")})
+    assert model.super_resolution.factor == 8 and default.super_resolution is None
+    assert model.config["full_resolution"] is True and "full_resolution" not in default.config
+    assert build_farsee(**model.config).super_resolution is not None  # what load_farsee rebuilds from metadata
+    assert FarSeeNet(num_classes=5, width=16, head="bilinear", full_resolution=True).super_resolution is None
+    seen = {}
+    model.super_resolution.register_forward_hook(lambda module, args, output: seen.update(shape=output.shape))
+    image = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        logits, reference = model(image), default(image)
+    assert logits.shape == reference.shape == (1, 5, *size)
+    assert seen["shape"][-2] >= size[0] - 1 and seen["shape"][-1] >= size[1] - 1
+    if size == (96, 128):  # no padding at all: the two are the same function at initialisation
+        assert torch.allclose(logits, reference, atol=1e-5)
+
+
 def test_bad_configurations():
     with pytest.raises(ValueError, match="unknown head"):
         FarSeeNet(num_classes=3, head="nearest")
     with pytest.raises(ValueError, match="input_scale"):
         FarSeeNet(num_classes=3, input_scale=0)
+    with pytest.raises(ValueError, match="factor >= 2"):
+        LogitSuperResolution(num_classes=3, factor=1)
     with pytest.raises(ValueError, match="num_classes"):
         build_farsee(backbone="resnet18")
     with pytest.raises(ValueError, match="bad FarSee-Net config"):

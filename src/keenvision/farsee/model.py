@@ -10,6 +10,9 @@ the paper's figure:
       low  [B,Cl,h/16,w/16] -> 1x1 to 48 ch ------------------------------------------^ concat [B,560,h/16,w/16]
       -> F-ASPP(1x1 + dw3x3 d=6,12; 128 ch each) -> 1x1 to 512 -> 3x3 -> 1x1 to K*16 -> PixelShuffle(4) [B,K,h/4,w/4]
       -> bilinear to the full input size [B,K,H,W]
+    ``full_resolution=True`` (sr head) replaces that last bilinear step by a learned one, `LogitSuperResolution`:
+      [B,K,h/4,w/4] -> 3x3 conv to K*s^2 -> PixelShuffle(s) [B,K,H,W], s = 4 / input_scale (8 at 0.5), initialised
+      to equal the bilinear resize, so every full-resolution logit comes from the super-resolution head
 
 Pretrained backbones are opt-in (``pretrained=True`` downloads ImageNet weights from the Hugging Face hub); the
 default trains from scratch and never touches the network.
@@ -115,6 +118,50 @@ class BilinearUpsample(nn.Module):
         return F.interpolate(self.project(features), scale_factor=self.factor, mode="bilinear", align_corners=False)
 
 
+def bilinear_kernel_(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """Set a ``[K*f^2, K, 3, 3]`` conv weight so that conv (replicate padding) + PixelShuffle(f) equals
+    ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` channel by channel.
+
+    Sub-pixel ``i`` of a coarse pixel ``y`` sits at ``y + (i + 0.5)/f - 0.5`` in coarse coordinates: an offset in
+    (-0.5, 0.5), so its two bilinear neighbours are within the 3x3 window (replicate padding is the interpolation's
+    clamp at the borders)."""
+    channels = weight.shape[1]
+    taps = torch.zeros(factor, 3, dtype=torch.float64)  # 1-D weights of the window's rows -1, 0, +1 per sub-pixel
+    for index in range(factor):
+        offset = (index + 0.5) / factor - 0.5
+        taps[index, 1] = 1 - abs(offset)
+        taps[index, 0 if offset < 0 else 2] = abs(offset)
+    kernels = taps[:, None, :, None] * taps[None, :, None, :]  # [f, f, 3, 3]: (row i, column j) sub-pixel kernels
+    with torch.no_grad():
+        weight.zero_()
+        for channel in range(channels):
+            rows = slice(channel * factor * factor, (channel + 1) * factor * factor)
+            weight[rows, channel] = kernels.reshape(factor * factor, 3, 3).to(weight.dtype)
+    return weight
+
+
+class LogitSuperResolution(nn.Module):
+    """Learned x``factor`` super-resolution of class logits: a 3x3 conv to ``K * factor^2`` (every class sees its
+    neighbours and the other classes) + PixelShuffle(factor), started at exactly bilinear interpolation
+    (`bilinear_kernel_`), so training can only move it away from bilinear where that lowers the loss.
+
+    ``[B, K, H, W] -> [B, K, H*factor, W*factor]``
+    """
+
+    def __init__(self, num_classes: int, factor: int):
+        super().__init__()
+        if factor < 2:
+            raise ValueError(f"LogitSuperResolution needs factor >= 2, got {factor}")
+        self.factor = factor
+        self.project = nn.Conv2d(num_classes, num_classes * factor * factor, 3, padding=1, padding_mode="replicate",
+                                 bias=False)
+        bilinear_kernel_(self.project.weight, factor)
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.project(logits))
+
+
 def _upsample(head: str, in_channels: int, out_channels: int, factor: int, bias: bool) -> nn.Module:
     if head == "sr":
         return SubPixelUpsample(in_channels, out_channels, factor, bias)
@@ -191,6 +238,11 @@ class FarSeeNet(nn.Module):
     the full input size (the paper's "sub-sampled scheme": the super-resolution head recovers detail the small input
     lacks).
 
+    ``full_resolution`` (sr head only; the bilinear head's last step is the bilinear resize either way): the logits
+    at 1/4 of the sub-sampled input go through `LogitSuperResolution` by ``round(4 / input_scale)`` (8 at 0.5), so
+    the head itself produces the full-resolution logits; the final resize then only crops the padding. Off by
+    default: the ResNet-18 weights shipped before it were trained without it.
+
     ``backbone``: any timm CNN whose ``features_only`` out_indices (3, 4) are at strides 16 and 32 (``resnet18``,
     ``resnet18d``, ``mobilenetv3_large_100``, ``efficientnet_b0``, ...). Attributes for inference: ``class_names``,
     ``ignore_index`` (None when unknown), ``mean``, ``std`` (0..1 scale, RGB), ``config`` (what `build_farsee` takes).
@@ -198,7 +250,8 @@ class FarSeeNet(nn.Module):
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", head: str = "sr", input_scale: float = 0.5,
                  pretrained: bool = False, width: int = 256, low_level_channels: int = 48,
-                 high_dilations: Sequence[int] = (6, 12, 18), low_dilations: Sequence[int] = (6, 12)):
+                 high_dilations: Sequence[int] = (6, 12, 18), low_dilations: Sequence[int] = (6, 12),
+                 full_resolution: bool = False):
         super().__init__()
         if not 0 < input_scale <= 1:
             raise ValueError(f"input_scale must be in (0, 1], got {input_scale}")
@@ -211,11 +264,16 @@ class FarSeeNet(nn.Module):
         low_channels, high_channels = self.backbone.feature_info.channels()
         self.decoder = CFASPP(high_channels, low_channels, num_classes, width, low_level_channels, high_dilations,
                               low_dilations, head)
+        factor = round(4 / self.input_scale)
+        self.super_resolution = (LogitSuperResolution(num_classes, factor)
+                                 if full_resolution and head == "sr" and factor >= 2 else None)
         self.config = {"num_classes": int(num_classes), "backbone": backbone, "head": head,
                        "input_scale": self.input_scale, "width": int(width),
                        "low_level_channels": int(low_level_channels),
                        "high_dilations": [int(d) for d in high_dilations],
                        "low_dilations": [int(d) for d in low_dilations]}
+        if full_resolution:  # written only when set, so exports from before the option keep their metadata
+            self.config["full_resolution"] = True
         self.class_names: tuple[str, ...] = tuple(f"class_{index}" for index in range(num_classes))
         self.ignore_index: int | None = None
         self.mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -243,7 +301,11 @@ class FarSeeNet(nn.Module):
             small = F.pad(small, (0, pad_right, 0, pad_bottom))  # zeros = the mean colour after normalisation
         low, high = self.backbone(small)
         logits = self.decoder(low, high)  # [B, K, (h+pad)/4, (w+pad)/4]
-        return upsample_valid_region(logits, (small_height / 4, small_width / 4), (height, width))
+        valid = (small_height / 4, small_width / 4)
+        if self.super_resolution is not None:
+            logits = self.super_resolution(logits)
+            valid = (valid[0] * self.super_resolution.factor, valid[1] * self.super_resolution.factor)
+        return upsample_valid_region(logits, valid, (height, width))
 
 
 def build_farsee(**config) -> FarSeeNet:

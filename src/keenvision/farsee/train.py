@@ -31,7 +31,8 @@ from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entro
 from .model import FarSeeNet, build_farsee, export_metadata
 
 DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
-                 "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12]}
+                 "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12],
+                 "full_resolution": False}
 
 DEFAULT_CONFIG = {
     "run_dir": "runs/farsee/camvid", "seed": 0,
