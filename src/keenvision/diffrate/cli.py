@@ -87,6 +87,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_json(search)
     search.set_defaults(handler=run_search)
 
+    refine = tools.add_parser("refine", help="polish a merge-only schedule at an exact GFLOPs budget (pattern "
+                                             "search on the distillation loss over training images)")
+    _add_model_arguments(refine)
+    refine.add_argument("--data", type=Path, required=True, help="training images (same layouts as eval)")
+    refine.add_argument("--schedule", required=True, help=SCHEDULE_HELP + " (merge-only, e.g. a --merge-only search)")
+    refine.add_argument("--target-gflops", type=float, required=True, help="GFLOPs (GMACs) budget, never exceeded")
+    refine.add_argument("--out", type=Path, required=True, help="schedule JSON to write")
+    refine.add_argument("--split", default="train", help="split folder or zip name (default train)")
+    refine.add_argument("--images-per-class", type=int, default=200,
+                        help="first N images of every class score the moves (default 200)")
+    refine.add_argument("--max-evaluations", type=int, default=40,
+                        help="objective evaluations at most, the start included (default 40)")
+    _add_json(refine)
+    refine.set_defaults(handler=run_refine)
+
     uniform = tools.add_parser("uniform", help="ToMe-like baseline: merge the same count per block for a target")
     _add_model_arguments(uniform)
     uniform.add_argument("--target-gflops", type=float, required=True, help="GFLOPs (GMACs) budget, hit from below")
@@ -220,6 +235,36 @@ def run_search(args: argparse.Namespace) -> int:
     record = {"model": args.model, "target_gflops": args.target_gflops, "out": str(args.out),
               "gflops": schedule_gflops(model, schedule), **schedule.to_dict()}
     print(f"wrote {args.out}: {record['gflops']:.3f} GFLOPs (target {args.target_gflops:g})")
+    _print_summary(record, args.json)
+    return 0
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    import time
+
+    from .models import load_model
+    from .refine import DistillationObjective, load_images, refine_schedule
+    from .resolve import load_schedule
+
+    _positive(args.images_per_class, "--images-per-class")
+    _positive(args.max_evaluations, "--max-evaluations")
+    if args.target_gflops <= 0:
+        raise UsageError(f"--target-gflops must be > 0, got {args.target_gflops}")
+    model = load_model(args.model, pretrained=args.pretrained)
+    schedule = load_schedule(args.schedule, model)
+    started = time.perf_counter()
+    objective = DistillationObjective(model, load_images(model, args.data, args.split, args.images_per_class))
+    result = refine_schedule(model, schedule, objective, args.target_gflops, max_evaluations=args.max_evaluations)
+    result.schedule.save(args.out)
+    record = {"model": args.model, "schedule": args.schedule, "target_gflops": args.target_gflops,
+              "out": str(args.out), "gflops": result.gflops, "objective_start": result.start_objective,
+              "objective": result.objective, "evaluations": result.evaluations,
+              "images": sum(len(batch) for batch in objective.batches),
+              "seconds": round(time.perf_counter() - started, 1), "moves": result.history,
+              **result.schedule.to_dict()}
+    print(f"wrote {args.out}: {result.gflops:.4f} GFLOPs (target {args.target_gflops:g}), distillation loss "
+          f"{result.start_objective:.5f} -> {result.objective:.5f} in {result.evaluations} evaluations, "
+          f"{record['seconds']:.0f} s; merge kept " + " ".join(map(str, result.schedule.merge_kept)))
     _print_summary(record, args.json)
     return 0
 
