@@ -240,6 +240,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_refine(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     from .models import load_model
@@ -254,7 +255,12 @@ def run_refine(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule, model)
     started = time.perf_counter()
     objective = DistillationObjective(model, load_images(model, args.data, args.split, args.images_per_class))
-    result = refine_schedule(model, schedule, objective, args.target_gflops, max_evaluations=args.max_evaluations)
+    def show(move: dict) -> None:
+        print(f"{move['move']}: kept {' '.join(map(str, move['kept']))}, {move['gflops']:.4f} GFLOPs, loss "
+              f"{move['objective']:.5f}", file=sys.stderr, flush=True)
+
+    result = refine_schedule(model, schedule, objective, args.target_gflops, max_evaluations=args.max_evaluations,
+                             progress=show)
     result.schedule.save(args.out)
     record = {"model": args.model, "schedule": args.schedule, "target_gflops": args.target_gflops,
               "out": str(args.out), "gflops": result.gflops, "objective_start": result.start_objective,

@@ -22,7 +22,7 @@ from .plot import plot_kept_tokens
 from .schedule import SHIPPED_SCHEDULES_FILE, Schedule, shipped_schedule
 
 DEMO_MODEL = "cifar10-vit"
-DEMO_SCHEDULE = "0.11"  # key in shipped_schedules.json: the search at -40% FLOPs
+DEMO_SCHEDULE = "0.11"  # key in shipped_schedules.json: the search (+ refine) at -40% FLOPs
 
 
 def _effective_counts(schedule: Schedule) -> str:
@@ -67,7 +67,8 @@ def demo_section(out_dir: Path, device: str | None = "cpu", images_per_class: in
         section.images.append((plot_name, f"{name}: tokens kept after each block's prune and merge steps"))
     section.paragraphs.append(
         f"Chen et al. (ICCV 2023). The shipped CIFAR-10 ViT (timm VisionTransformer, 4x4 patches, {tokens} tokens, "
-        f"{original_gflops:.3f} GMACs) compressed by the schedule DiffRate searched for -40% FLOPs, next to a "
+        f"{original_gflops:.3f} GMACs) compressed by the schedule DiffRate searched for -40% FLOPs (polished by "
+        f"`keen diffrate refine` on training images), next to a "
         f"uniform ToMe-like merge schedule of the same cost; no fine-tuning. Throughput: batch 64, fp32, "
         f"{device or 'cpu'}, original and compressed in the same run. {accuracy_note}; the last column is the "
         f"whole 10,000-image test set, measured when the schedule was shipped.")

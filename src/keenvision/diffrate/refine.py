@@ -114,6 +114,7 @@ def refine_schedule(
     steps: Sequence[int] = DEFAULT_STEPS,
     max_evaluations: int = 40,
     frozen_blocks: Sequence[int] = (0,),
+    progress: Callable[[dict], None] | None = None,
 ) -> RefineResult:
     """Pattern search on per-block kept counts of a merge-only `schedule` under ``gflops <= target_gflops``.
 
@@ -125,6 +126,7 @@ def refine_schedule(
         steps: move sizes in tokens, tried in this order.
         max_evaluations: objective calls at most (the start counts as one).
         frozen_blocks: blocks whose count stays at the input token count.
+        progress: called with each accepted move's history entry (e.g. to print it).
 
     Raises:
         ValueError: a schedule that prunes, or a budget the schedule cannot be brought under.
@@ -156,6 +158,11 @@ def refine_schedule(
     best = score(kept)
     start = best
     history: list[dict] = []
+
+    def accept(entry: dict) -> None:
+        history.append(entry)
+        if progress is not None:
+            progress(entry)
     # over budget: single-token cuts, the one that hurts the objective least first
     while cost(kept) > target_gflops and evaluations < max_evaluations:
         cuts = [_non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
@@ -166,7 +173,7 @@ def refine_schedule(
                 break
             scored.append((score(cut), cut))
         best, kept = min(scored)
-        history.append({"kept": kept, "objective": best, "gflops": cost(kept), "move": "cut"})
+        accept({"kept": kept, "objective": best, "gflops": cost(kept), "move": "cut"})
     if cost(kept) > target_gflops:  # out of evaluations: finish the cuts from the last block back, unscored
         for block in reversed(free):
             while cost(kept) > target_gflops and kept[block] > floor:
@@ -198,7 +205,7 @@ def refine_schedule(
                 value = score(candidate)
                 if value < best:
                     best, kept, improved = value, candidate, True
-                    history.append({"kept": kept, "objective": best, "gflops": cost(kept),
-                                    "move": f"+{step} after block {receiver}, fewer after block {donor}"})
+                    accept({"kept": kept, "objective": best, "gflops": cost(kept),
+                            "move": f"+{step} after block {receiver}, fewer after block {donor}"})
                     break
     return RefineResult(_merge_only(tokens, kept), best, start, cost(kept), evaluations, history)
