@@ -135,13 +135,15 @@ def test_bench_json_has_every_network(capsys):
     record = json.loads(lines[-1])
     assert record["size"] == [64, 96] and record["dtype"] == "float32"
     names = [row["network"] for row in record["rows"]]
-    assert len(names) == 4 and any("BiSeNetV2" in name for name in names)
+    assert len(names) == 6 and any("BiSeNetV2" in name for name in names)
     assert any("bilinear" in name for name in names) and any("full input" in name for name in names)
     assert all(row["fps"] > 0 and row["params"] > 0 and row["gflops"] > 0 for row in record["rows"])
     by_name = {row["network"]: row for row in record["rows"]}
     sub_sampled = next(row for name, row in by_name.items() if "sub-sampled" in name)
     full = next(row for name, row in by_name.items() if "full input" in name)
     assert sub_sampled["params"] == full["params"] and sub_sampled["gflops"] < full["gflops"] / 2
+    small = [row for name, row in by_name.items() if "MobileNetV3" in name]
+    assert len(small) == 2 and all(row["params"] < full["params"] / 3 for row in small)
 
 
 @pytest.mark.parametrize("size", ["1024", "axb", "16x16", "1024x2048x3", ""])

@@ -170,6 +170,11 @@ def default_networks(num_classes: int = 19) -> dict[str, Callable[[], nn.Module]
         "FarSee-Net, sub-sampled input (x0.5)": lambda: FarSeeNet(num_classes, head="sr", input_scale=0.5),
         "FarSee-Net, full input (x1.0)": lambda: FarSeeNet(num_classes, head="sr", input_scale=1.0),
         "FarSee-Net, bilinear head (x0.5)": lambda: FarSeeNet(num_classes, head="bilinear", input_scale=0.5),
+        # the small-backbone recipe (configs/farsee/camvid_mobilenet*.yaml) and its head ablation
+        "FarSee-Net MobileNetV3-L 0.75, full-res SR head (x0.5)": lambda: FarSeeNet(
+            num_classes, backbone="mobilenetv3_large_075", width=128, input_scale=0.5, full_resolution=True),
+        "FarSee-Net MobileNetV3-L 0.75, bilinear head (x0.5)": lambda: FarSeeNet(
+            num_classes, backbone="mobilenetv3_large_075", head="bilinear", width=128, input_scale=0.5),
         "BiSeNetV2-sized reference (untrained)": lambda: BiSeNetV2Reference(num_classes),
     }
 
