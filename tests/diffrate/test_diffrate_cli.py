@@ -166,5 +166,10 @@ def test_shipped_schedule_of_the_cifar_model_compresses_it(capsys):
                  "--json"]) == 0
     record = _last_json(capsys.readouterr().out)
     assert record["gflops"] <= 0.6 * record["gflops_original"] + 1e-3  # the -40% FLOPs search
+    assert main(["diffrate", "flops", "--model", "cifar10-vit", "--schedule", "shipped:cifar10-vit/0.07",
+                 "--no-measure", "--json"]) == 0
+    record = _last_json(capsys.readouterr().out)
+    assert record["gflops"] <= 0.4 * record["gflops_original"] + 1e-3  # the -60% refinement
+    assert record["kept_tokens"] == sorted(record["kept_tokens"], reverse=True) and record["kept_tokens"][0] == 65
     assert "no entry '9.9'" in _one_line_error(capsys, ["diffrate", "flops", "--model", "cifar10-vit",
                                                         "--schedule", "shipped:cifar10-vit/9.9"])
