@@ -255,6 +255,7 @@ def run_refine(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule, model)
     started = time.perf_counter()
     objective = DistillationObjective(model, load_images(model, args.data, args.split, args.images_per_class))
+
     def show(move: dict) -> None:
         print(f"{move['move']}: kept {' '.join(map(str, move['kept']))}, {move['gflops']:.4f} GFLOPs, loss "
               f"{move['objective']:.5f}", file=sys.stderr, flush=True)

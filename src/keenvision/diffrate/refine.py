@@ -17,9 +17,10 @@ Block 0 stays uncompressed, as in the search (class attention there is not yet i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,15 +75,14 @@ def load_images(model: torch.nn.Module, data_dir: object, split: str = "train", 
     return torch.stack([dataset[index][0] for index in range(len(dataset))])
 
 
-class _eval_mode:
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @dataclasses.dataclass

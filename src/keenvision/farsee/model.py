@@ -241,7 +241,7 @@ class FarSeeNet(nn.Module):
     ``full_resolution`` (sr head only; the bilinear head's last step is the bilinear resize either way): the logits
     at 1/4 of the sub-sampled input go through `LogitSuperResolution` by ``round(4 / input_scale)`` (8 at 0.5), so
     the head itself produces the full-resolution logits; the final resize then only crops the padding. Off by
-    default: the ResNet-18 weights shipped before it were trained without it.
+    default (the notes' reading, ``camvid.yaml``); the shipped weights (``camvid_mobilenet.yaml``) use it.
 
     ``backbone``: any timm CNN whose ``features_only`` out_indices (3, 4) are at strides 16 and 32 (``resnet18``,
     ``resnet18d``, ``mobilenetv3_large_100``, ``efficientnet_b0``, ...). Attributes for inference: ``class_names``,
