@@ -142,9 +142,12 @@ class Schedule:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the schedule as JSON in our format; return the path."""
+        """Write the schedule as JSON in our format, atomically (a search's result is never half-written); return the
+        path."""
+        from ..core.io import write_atomic
+
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
 
     @classmethod
