@@ -98,6 +98,16 @@ def test_refine_command(data_dir, tmp_path, capsys):
     assert record["gflops"] <= TARGET and record["evaluations"] <= 4 and record["images"] == 20
     assert record["objective"] <= record["objective_start"]
     assert Schedule.load(out).merge_kept == tuple(record["merge_kept"])
-    bad = main([*argv[:-2], "0", "--json"])
-    captured = capsys.readouterr()
-    assert bad == 2 and "--max-evaluations" in captured.err and "Traceback" not in captured.err
+    pruning = Schedule((65, 60, 50, 40, 30, 20), (65,) * 6).save(tmp_path / "prunes.json")
+    good = out.read_text()
+    for change, message in [({"--max-evaluations": "0"}, "--max-evaluations"),
+                            ({"--schedule": str(pruning)}, "merge-only"),
+                            ({"--target-gflops": "0.01"}, "below the cheapest"),
+                            ({"--schedule": str(tmp_path / "missing.json")}, "does not exist")]:
+        bad = list(argv)
+        for flag, value in change.items():
+            bad[bad.index(flag) + 1] = value
+        assert main(bad) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0], error
+        assert out.read_text() == good  # a failed run leaves the earlier result alone
