@@ -32,6 +32,29 @@ def test_cnn_h_maps_12x14_to_96x112_in_open_unit_range(config):
     assert model(torch.rand(1, 3, 7, 5)).shape == (1, 3, 56, 40)  # any size, exactly 8x
 
 
+def test_cnn_h_bicubic_residual_starts_at_bicubic_and_learns_a_residual(tmp_path):
+    torch.manual_seed(0)
+    model = HallucinationNet(**TINY_H, bicubic_residual=True)
+    low = torch.rand(4, 3, 14, 12) * 2 - 1
+    bicubic = torch.nn.functional.interpolate(low, scale_factor=8, mode="bicubic", align_corners=False).clamp(-1, 1)
+    assert torch.equal(model(low), bicubic)  # the last conv starts at zero
+    assert "bicubic_residual" not in HallucinationNet(**TINY_H).config  # earlier exports keep their metadata
+    # the residual trains: a few steps toward a sharper target than bicubic lower the loss below bicubic's
+    target = torch.nn.functional.interpolate(low, scale_factor=8, mode="nearest")
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    start = torch.nn.functional.mse_loss(model(low), target).item()
+    for _ in range(15):
+        loss = torch.nn.functional.mse_loss(model(low), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.8 * start
+    out = model(low)
+    assert out.min() >= -1 and out.max() <= 1  # clamped, not tanh
+    loaded = load_cnn_h(str(export_cnn_h(model.eval(), tmp_path / "residual.safetensors")))
+    assert loaded.bicubic_residual and loaded.config == model.config
+
+
 def test_cnn_h_paper_size_is_the_caffe_sample():
     model = HallucinationNet(**PAPER_CNN_H)
     # stages 1-3 end in 64 + 6 * 32 = 256 channels, stage 4 in 64 + 2 * 32 = 128, as the sample's concat*_7/4_3

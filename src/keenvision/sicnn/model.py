@@ -73,15 +73,21 @@ class HallucinationNet(nn.Module):
         growth: channels each dense layer adds (sample: 32).
         dense_layers: dense layers in stages 1-4 (sample: 6, 6, 6, 2).
         upsample_channels: channels of the three deconvolutions (sample: 256).
+        bicubic_residual: not in the paper (off by default): the network adds a residual to the bicubic upscaling
+            of its input instead of drawing the face from scratch (VDSR's global residual), its last conv starts at
+            zero so training starts at bicubic, and the output is clamped to [-1, 1] instead of tanh.
     """
 
     def __init__(self, stem_channels: int = 32, growth: int = 16, dense_layers: Sequence[int] = (4, 4, 4, 2),
-                 upsample_channels: int = 64):
+                 upsample_channels: int = 64, bicubic_residual: bool = False):
         super().__init__()
         if len(dense_layers) != 4:
             raise ValueError(f"dense_layers needs a count for each of the 4 stages, got {list(dense_layers)}")
         self.config = {"stem_channels": int(stem_channels), "growth": int(growth),
                        "dense_layers": [int(n) for n in dense_layers], "upsample_channels": int(upsample_channels)}
+        self.bicubic_residual = bool(bicubic_residual)
+        if self.bicubic_residual:  # written only when set, so earlier exports keep their metadata
+            self.config["bicubic_residual"] = True
         stages, upsamplers = [], []
         for stage, count in enumerate(dense_layers):
             # stage 1 sees the image (conv3), the later ones the previous deconvolution (1x1 bottleneck)
@@ -101,13 +107,19 @@ class HallucinationNet(nn.Module):
             if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.bicubic_residual:
+            nn.init.zeros_(self.to_image.weight)
 
     def forward(self, low_resolution: torch.Tensor) -> torch.Tensor:
         """``[B, 3, h, w]`` in [-1, 1] -> ``[B, 3, 8h, 8w]`` in (-1, 1)."""
         x = low_resolution
         for stage, upsample in zip(self.stages, self.upsamplers):
             x = upsample(stage(x))
-        return torch.tanh(self.to_image(self.stages[-1](x)))
+        image = self.to_image(self.stages[-1](x))
+        if not self.bicubic_residual:
+            return torch.tanh(image)
+        bicubic = F.interpolate(low_resolution, size=image.shape[-2:], mode="bicubic", align_corners=False)
+        return (bicubic + image).clamp(-1, 1)
 
 
 class ResidualBlock(nn.Module):

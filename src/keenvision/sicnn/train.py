@@ -55,7 +55,8 @@ from .model import (
 PHASES = ("recognition", "pixel", "fixed_si", "domain_integrated")
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
 
-DEFAULT_CNN_H = {"stem_channels": 32, "growth": 16, "dense_layers": [4, 4, 4, 2], "upsample_channels": 64}
+DEFAULT_CNN_H = {"stem_channels": 32, "growth": 16, "dense_layers": [4, 4, 4, 2], "upsample_channels": 64,
+                 "bicubic_residual": False}
 DEFAULT_CNN_R = {"channels": [32, 64, 128, 256], "blocks": [1, 2, 2, 1], "stem_channels": 16, "embedding_dim": 512,
                  "batch_norm": False}
 DEFAULT_HEAD = {"kind": "sphereface", "options": {}}  # options: e.g. margin, lambda_base, lambda_min, scale
