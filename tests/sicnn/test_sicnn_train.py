@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -235,3 +236,10 @@ def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
     # 600 faces = 180k pairs: a pairs x thresholds matrix needed 32 GB here; this must stay small and fast
     many = torch.nn.functional.normalize(torch.randn(600, 16, generator=generator), dim=1)
     assert 0.5 <= pair_verification(many, torch.arange(120).repeat_interleave(5))["verification_accuracy"] < 0.6
+
+
+@pytest.mark.parametrize("name", ["recognition", "pixel", "pixel_residual", "fixed_si", "domain_integrated"])
+def test_shipped_recipes_load(name):
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "sicnn" / f"{name}.yaml")
+    assert config["phase"] in ("recognition", "pixel", "fixed_si", "domain_integrated")
+    assert config["cnn_h"]["bicubic_residual"] is (name == "pixel_residual")
