@@ -240,6 +240,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_refine(args: argparse.Namespace) -> int:
+    import math
     import sys
     import time
 
@@ -265,7 +266,8 @@ def run_refine(args: argparse.Namespace) -> int:
     result.schedule.save(args.out)
     record = {"model": args.model, "schedule": args.schedule, "target_gflops": args.target_gflops,
               "out": str(args.out), "gflops": result.gflops, "objective_start": result.start_objective,
-              "objective": result.objective, "evaluations": result.evaluations,
+              "objective": None if math.isnan(result.objective) else result.objective,  # None: not scored
+              "evaluations": result.evaluations,
               "images": sum(len(batch) for batch in objective.batches),
               "seconds": round(time.perf_counter() - started, 1), "moves": result.history,
               **result.schedule.to_dict()}

@@ -163,6 +163,7 @@ def refine_schedule(
         history.append(entry)
         if progress is not None:
             progress(entry)
+
     # over budget: single-token cuts, the one that hurts the objective least first
     while cost(kept) > target_gflops and evaluations < max_evaluations:
         cuts = [_non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
@@ -178,7 +179,7 @@ def refine_schedule(
         for block in reversed(free):
             while cost(kept) > target_gflops and kept[block] > floor:
                 kept = _non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
-        best = score(kept) if evaluations < max_evaluations else float("nan")
+        best = score(kept) if evaluations < max_evaluations else float("nan")  # nan: not scored
 
     def fit(counts: list[int], donor: int) -> list[int] | None:
         """Lower `donor`'s count (later blocks follow) until the cost is within budget; None if impossible."""
