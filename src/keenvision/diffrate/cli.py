@@ -268,7 +268,7 @@ def run_refine(args: argparse.Namespace) -> int:
               "out": str(args.out), "gflops": result.gflops, "objective_start": result.start_objective,
               "objective": None if math.isnan(result.objective) else result.objective,  # None: not scored
               "evaluations": result.evaluations,
-              "images": sum(len(batch) for batch in objective.batches),
+              "images": objective.num_images,
               "seconds": round(time.perf_counter() - started, 1), "moves": result.history,
               **result.schedule.to_dict()}
     print(f"wrote {args.out}: {result.gflops:.4f} GFLOPs (target {args.target_gflops:g}), distillation loss "

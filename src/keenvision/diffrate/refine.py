@@ -50,7 +50,7 @@ class DistillationObjective:
             raise ValueError("DistillationObjective needs an unpatched model")
         if images.ndim != 4 or len(images) == 0:
             raise ValueError(f"need a non-empty [N, 3, H, W] image batch, got shape {tuple(images.shape)}")
-        self.model, self.batches = model, images.split(batch_size)
+        self.model, self.batches, self.num_images = model, images.split(batch_size), len(images)
         self.evaluations = 0
         with torch.no_grad(), _eval_mode(model):
             self.reference = [model(batch).log_softmax(-1) for batch in self.batches]
@@ -66,7 +66,7 @@ class DistillationObjective:
                     total += F.kl_div(compressed, reference, log_target=True, reduction="sum").item()
             finally:
                 unpatch(self.model)
-        return total / sum(len(batch) for batch in self.batches)
+        return total / self.num_images
 
 
 def load_images(model: torch.nn.Module, data_dir: object, split: str = "train", per_class: int = 200) -> torch.Tensor:
@@ -103,6 +103,11 @@ def _merge_only(tokens: int, kept: Sequence[int]) -> Schedule:
 
 def _non_increasing(kept: list[int]) -> list[int]:
     return list(itertools.accumulate(kept, min))
+
+
+def _lowered(kept: list[int], block: int) -> list[int]:
+    """One token fewer after `block`; later blocks follow so that counts never increase."""
+    return _non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
 
 
 def refine_schedule(
@@ -166,7 +171,7 @@ def refine_schedule(
 
     # over budget: single-token cuts, the one that hurts the objective least first
     while cost(kept) > target_gflops and evaluations < max_evaluations:
-        cuts = [_non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
+        cuts = [_lowered(kept, block)
                 for block in free if kept[block] > floor]
         scored = []
         for cut in cuts:
@@ -178,7 +183,7 @@ def refine_schedule(
     if cost(kept) > target_gflops:  # out of evaluations: finish the cuts from the last block back, unscored
         for block in reversed(free):
             while cost(kept) > target_gflops and kept[block] > floor:
-                kept = _non_increasing(kept[:block] + [kept[block] - 1] + kept[block + 1:])
+                kept = _lowered(kept, block)
         best = score(kept) if evaluations < max_evaluations else float("nan")  # nan: not scored
 
     def fit(counts: list[int], donor: int) -> list[int] | None:
@@ -186,7 +191,7 @@ def refine_schedule(
         while cost(counts) > target_gflops:
             if counts[donor] <= floor:
                 return None
-            counts = _non_increasing(counts[:donor] + [counts[donor] - 1] + counts[donor + 1:])
+            counts = _lowered(counts, donor)
         return counts
 
     for step in steps:
