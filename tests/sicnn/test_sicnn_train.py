@@ -238,8 +238,15 @@ def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
     assert 0.5 <= pair_verification(many, torch.arange(120).repeat_interleave(5))["verification_accuracy"] < 0.6
 
 
-@pytest.mark.parametrize("name", ["recognition", "pixel", "pixel_residual", "fixed_si", "domain_integrated"])
+@pytest.mark.parametrize("name", ["recognition", "pixel", "pixel_residual", "fixed_si", "domain_integrated",
+                                  "fixed_si_residual", "domain_integrated_residual"])
 def test_shipped_recipes_load(name):
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "sicnn" / f"{name}.yaml")
     assert config["phase"] in ("recognition", "pixel", "fixed_si", "domain_integrated")
     assert config["cnn_h"]["bicubic_residual"] is (name == "pixel_residual")
+    if name.endswith("_residual") and name != "pixel_residual":
+        # the SI arms on the residual CNN-H: their base recipe but the residual pixel phase's export, own run dir
+        base = load_config(Path(__file__).resolve().parents[2] / "configs" / "sicnn" / f"{config['phase']}.yaml")
+        changed = {key for key in config if config[key] != base[key]}
+        assert changed == {"run_dir", "init_cnn_h"}
+        assert config["init_cnn_h"] == "runs/sicnn/pixel_residual/cnn_h.safetensors"

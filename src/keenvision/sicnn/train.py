@@ -35,10 +35,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
+from ..core.recipe import read_recipe_layers
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
 from .losses import margin_loss, pixel_loss, super_identity_loss
@@ -86,10 +86,10 @@ _NESTED = ("cnn_h", "cnn_r", "head")
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file <- ``overrides`` (None values skipped; ``cnn_h``, ``cnn_r``, ``head`` dicts update
-    their keys). Unknown keys and bad values raise ValueError."""
+    """Defaults <- YAML file (after its ``base`` recipes) <- ``overrides`` (None values skipped; ``cnn_h``,
+    ``cnn_r``, ``head`` dicts update their keys). Unknown keys and bad values raise ValueError."""
     config = {**DEFAULT_CONFIG, **{key: dict(DEFAULT_CONFIG[key]) for key in _NESTED}}
-    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers = read_recipe_layers(path) if path is not None else []
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
     for layer in layers:
         config.update({k: v for k, v in layer.items() if k not in _NESTED})
