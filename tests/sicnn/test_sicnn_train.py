@@ -248,5 +248,5 @@ def test_shipped_recipes_load(name):
         # the SI arms on the residual CNN-H: their base recipe but the residual pixel phase's export, own run dir
         base = load_config(Path(__file__).resolve().parents[2] / "configs" / "sicnn" / f"{config['phase']}.yaml")
         changed = {key for key in config if config[key] != base[key]}
-        assert changed == {"run_dir", "init_cnn_h"}
+        assert changed == {"run_dir", "init_cnn_h", "alpha"}
         assert config["init_cnn_h"] == "runs/sicnn/pixel_residual/cnn_h.safetensors"
