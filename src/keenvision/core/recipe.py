@@ -23,7 +23,8 @@ def read_recipe_layers(path: str | Path) -> list[dict]:
             raise ValueError(f"recipe {path} has a cycle of base recipes at {current}")
         seen.add(resolved)
         if not current.is_file():
-            raise ValueError(f"recipe {current}: no such file (named as base by {path})")
+            named_by = f" (a base of {path})" if current != Path(path) else ""
+            raise ValueError(f"recipe {current}: no such file{named_by}")
         layer = yaml.safe_load(current.read_text()) or {}
         if not isinstance(layer, dict):
             raise ValueError(f"recipe {current} is not a mapping of keys to values")
