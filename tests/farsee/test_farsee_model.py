@@ -106,6 +106,33 @@ def test_sub_pixel_upsampling_learns_what_bilinear_cannot():
     assert bilinear(constant)[0, 0].std() < 1e-6
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_3x3_sub_pixel_upsampling_starts_as_the_bilinear_ablation(bias):
+    """kernel_size=3: under one seed the sub-pixel conv is the bilinear head's function at initialisation (borders
+    included), and a few steps toward a target with detail inside each block move it where bilinear cannot go."""
+    torch.manual_seed(0)
+    sub_pixel = SubPixelUpsample(6, 3, factor=4, bias=bias, kernel_size=3)
+    torch.manual_seed(0)
+    bilinear = BilinearUpsample(6, 3, factor=4, bias=bias)
+    features = torch.randn(2, 6, 5, 7)
+    assert torch.allclose(sub_pixel(features), bilinear(features), atol=1e-5)
+    target = torch.randn(2, 3, 20, 28)
+    optimiser = torch.optim.Adam(sub_pixel.parameters(), lr=0.01)
+    losses = []
+    for _ in range(40):
+        loss = F.mse_loss(sub_pixel(features), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    model = FarSeeNet(num_classes=5, width=16, classifier_kernel=3)
+    assert model.decoder.classifier_upsample.project.kernel_size == (3, 3)
+    assert build_farsee(**model.config).decoder.classifier_upsample.project.kernel_size == (3, 3)
+    with pytest.raises(ValueError, match="kernel_size must be 1 or 3"):
+        SubPixelUpsample(6, 3, factor=2, bias=True, kernel_size=5)
+
+
 def test_sr_and_bilinear_heads_differ_only_in_the_upsampling():
     torch.manual_seed(0)
     sr = FarSeeNet(num_classes=11, head="sr", width=32).eval()

@@ -49,6 +49,13 @@ def test_shipped_configs_load_and_differ_only_in_the_head(sr_name, bilinear_name
         assert set(yaml.safe_load((CONFIGS / name).read_text())) == set(DEFAULT_CONFIG) - {"resume"}
 
 
+def test_sr3_arm_builds_on_the_shipped_recipe_and_changes_only_the_classifier_kernel():
+    base, arm = load_config(CONFIGS / "camvid_mobilenet.yaml"), load_config(CONFIGS / "camvid_mobilenet_sr3.yaml")
+    assert {k for k in base if base[k] != arm[k]} == {"model", "run_dir", "export_name"}
+    assert {k for k in base["model"] if base["model"][k] != arm["model"][k]} == {"classifier_kernel"}
+    assert arm["model"]["classifier_kernel"] == 3 and base["model"]["classifier_kernel"] == 1
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         load_config(None, {"learning_rate": 0.1})

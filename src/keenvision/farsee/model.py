@@ -82,17 +82,35 @@ def icnr_(weight: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class SubPixelUpsample(nn.Module):
-    """Feature-space super-resolution (the paper's upsampling): a 1x1 conv to ``out_channels * factor^2`` then
+    """Feature-space super-resolution (the paper's upsampling): a conv to ``out_channels * factor^2`` then
     PixelShuffle(factor), so every output sub-pixel has its own learned filter.
+
+    ``kernel_size=1`` (the notes' reading): ICNR-initialised, so it starts as nearest-neighbour upsampling. A 1x1
+    sub-pixel conv sees one coarse pixel, so it cannot interpolate between neighbours as bilinear does;
+    ``kernel_size=3`` (replicate padding) sees the 3x3 neighbourhood and starts as exactly `BilinearUpsample` (a 1x1
+    conv, default init, then bilinear x``factor``; `bilinear_subpixel_kernels`), so training begins at the ablation.
 
     ``[B, in_channels, H, W] -> [B, out_channels, H*factor, W*factor]``
     """
 
-    def __init__(self, in_channels: int, out_channels: int, factor: int, bias: bool):
+    def __init__(self, in_channels: int, out_channels: int, factor: int, bias: bool, kernel_size: int = 1):
         super().__init__()
+        if kernel_size not in (1, 3):
+            raise ValueError(f"sub-pixel kernel_size must be 1 or 3, got {kernel_size}")
         self.factor = factor
-        self.project = nn.Conv2d(in_channels, out_channels * factor * factor, 1, bias=bias)
-        icnr_(self.project.weight, factor)
+        # built first, so that under one seed it draws what BilinearUpsample's projection draws
+        base = nn.Conv2d(in_channels, out_channels, 1, bias=bias) if kernel_size == 3 else None
+        self.project = nn.Conv2d(in_channels, out_channels * factor * factor, kernel_size, padding=kernel_size // 2,
+                                 padding_mode="replicate", bias=bias)
+        if base is None:
+            icnr_(self.project.weight, factor)
+        else:
+            kernels = bilinear_subpixel_kernels(factor).to(base.weight.dtype)  # [f^2, 3, 3]
+            with torch.no_grad():
+                weight = base.weight[:, None, :, :, :] * kernels[None, :, None, :, :]  # [C_out, f^2, C_in, 3, 3]
+                self.project.weight.copy_(weight.reshape_as(self.project.weight))
+                if bias:  # bilinear interpolation of a constant is the constant: every sub-pixel gets the bias
+                    self.project.bias.copy_(base.bias.repeat_interleave(factor * factor))
         self.shuffle = nn.PixelShuffle(factor)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -118,25 +136,31 @@ class BilinearUpsample(nn.Module):
         return F.interpolate(self.project(features), scale_factor=self.factor, mode="bilinear", align_corners=False)
 
 
-def bilinear_kernel_(weight: torch.Tensor, factor: int) -> torch.Tensor:
-    """Set a ``[K*f^2, K, 3, 3]`` conv weight so that conv (replicate padding) + PixelShuffle(f) equals
-    ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` channel by channel.
+def bilinear_subpixel_kernels(factor: int) -> torch.Tensor:
+    """``[f^2, 3, 3]``: the 3x3 window weights (replicate padding) that give sub-pixel ``(i, j)`` (index
+    ``i * f + j``, PixelShuffle's order) of ``F.interpolate(x, scale_factor=f, mode="bilinear",
+    align_corners=False)``.
 
     Sub-pixel ``i`` of a coarse pixel ``y`` sits at ``y + (i + 0.5)/f - 0.5`` in coarse coordinates: an offset in
     (-0.5, 0.5), so its two bilinear neighbours are within the 3x3 window (replicate padding is the interpolation's
     clamp at the borders)."""
-    channels = weight.shape[1]
     taps = torch.zeros(factor, 3, dtype=torch.float64)  # 1-D weights of the window's rows -1, 0, +1 per sub-pixel
     for index in range(factor):
         offset = (index + 0.5) / factor - 0.5
         taps[index, 1] = 1 - abs(offset)
         taps[index, 0 if offset < 0 else 2] = abs(offset)
-    kernels = taps[:, None, :, None] * taps[None, :, None, :]  # [f, f, 3, 3]: (row i, column j) sub-pixel kernels
+    return (taps[:, None, :, None] * taps[None, :, None, :]).reshape(factor * factor, 3, 3)
+
+
+def bilinear_kernel_(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """Set a ``[K*f^2, K, 3, 3]`` conv weight so that conv (replicate padding) + PixelShuffle(f) equals
+    ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` channel by channel."""
+    channels = weight.shape[1]
+    kernels = bilinear_subpixel_kernels(factor).to(weight.dtype)
     with torch.no_grad():
         weight.zero_()
         for channel in range(channels):
-            rows = slice(channel * factor * factor, (channel + 1) * factor * factor)
-            weight[rows, channel] = kernels.reshape(factor * factor, 3, 3).to(weight.dtype)
+            weight[channel * factor * factor:(channel + 1) * factor * factor, channel] = kernels
     return weight
 
 
@@ -162,9 +186,10 @@ class LogitSuperResolution(nn.Module):
         return self.shuffle(self.project(logits))
 
 
-def _upsample(head: str, in_channels: int, out_channels: int, factor: int, bias: bool) -> nn.Module:
+def _upsample(head: str, in_channels: int, out_channels: int, factor: int, bias: bool,
+              kernel_size: int = 1) -> nn.Module:
     if head == "sr":
-        return SubPixelUpsample(in_channels, out_channels, factor, bias)
+        return SubPixelUpsample(in_channels, out_channels, factor, bias, kernel_size)
     if head == "bilinear":
         return BilinearUpsample(in_channels, out_channels, factor, bias)
     raise ValueError(f"unknown head {head!r}: choose one of {HEADS}")
@@ -184,11 +209,13 @@ class CFASPP(nn.Module):
 
     ``head="sr"``: both upsamplings are sub-pixel convolutions (1x1 conv to C*r^2 + PixelShuffle(r)), the paper's
     feature-space super-resolution. ``head="bilinear"``: the ablation, a 1x1 conv to C + bilinear interpolation.
+    ``classifier_kernel=3`` (sr head): the x4 classifier upsampling is a 3x3 sub-pixel conv started at the bilinear
+    ablation's function (`SubPixelUpsample`).
     """
 
     def __init__(self, high_channels: int, low_channels: int, num_classes: int, width: int = 256,
                  low_level_channels: int = 48, high_dilations: Sequence[int] = (6, 12, 18),
-                 low_dilations: Sequence[int] = (6, 12), head: str = "sr"):
+                 low_dilations: Sequence[int] = (6, 12), head: str = "sr", classifier_kernel: int = 1):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}: choose one of {HEADS}")
@@ -199,7 +226,8 @@ class CFASPP(nn.Module):
         self.low_context = FASPP(2 * width + low_level_channels, width // 2, low_dilations)
         self.fuse = nn.Sequential(conv_bn_relu(self.low_context.out_channels, 2 * width),
                                   conv_bn_relu(2 * width, 2 * width, 3))
-        self.classifier_upsample = _upsample(head, 2 * width, num_classes, 4, bias=True)
+        self.classifier_upsample = _upsample(head, 2 * width, num_classes, 4, bias=True,
+                                             kernel_size=classifier_kernel)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         height, width = low.shape[-2:]
@@ -242,6 +270,7 @@ class FarSeeNet(nn.Module):
     at 1/4 of the sub-sampled input go through `LogitSuperResolution` by ``round(4 / input_scale)`` (8 at 0.5), so
     the head itself produces the full-resolution logits; the final resize then only crops the padding. Off by
     default (the notes' reading, ``camvid.yaml``); the shipped weights (``camvid_mobilenet.yaml``) use it.
+    ``classifier_kernel``: see `CFASPP`.
 
     ``backbone``: any timm CNN whose ``features_only`` out_indices (3, 4) are at strides 16 and 32 (``resnet18``,
     ``resnet18d``, ``mobilenetv3_large_100``, ``efficientnet_b0``, ...). Attributes for inference: ``class_names``,
@@ -251,7 +280,7 @@ class FarSeeNet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet18", head: str = "sr", input_scale: float = 0.5,
                  pretrained: bool = False, width: int = 256, low_level_channels: int = 48,
                  high_dilations: Sequence[int] = (6, 12, 18), low_dilations: Sequence[int] = (6, 12),
-                 full_resolution: bool = False):
+                 full_resolution: bool = False, classifier_kernel: int = 1):
         super().__init__()
         if not 0 < input_scale <= 1:
             raise ValueError(f"input_scale must be in (0, 1], got {input_scale}")
@@ -263,7 +292,7 @@ class FarSeeNet(nn.Module):
                              "needs 16 and 32")
         low_channels, high_channels = self.backbone.feature_info.channels()
         self.decoder = CFASPP(high_channels, low_channels, num_classes, width, low_level_channels, high_dilations,
-                              low_dilations, head)
+                              low_dilations, head, classifier_kernel)
         factor = round(4 / self.input_scale)
         self.super_resolution = (LogitSuperResolution(num_classes, factor)
                                  if full_resolution and head == "sr" and factor >= 2 else None)
@@ -274,6 +303,8 @@ class FarSeeNet(nn.Module):
                        "low_dilations": [int(d) for d in low_dilations]}
         if full_resolution:  # written only when set, so exports from before the option keep their metadata
             self.config["full_resolution"] = True
+        if classifier_kernel != 1:
+            self.config["classifier_kernel"] = int(classifier_kernel)
         self.class_names: tuple[str, ...] = tuple(f"class_{index}" for index in range(num_classes))
         self.ignore_index: int | None = None
         self.mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
+from ..core.recipe import read_recipe_layers
 from ..core.weights import save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
@@ -32,7 +32,7 @@ from .model import FarSeeNet, build_farsee, export_metadata
 
 DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
                  "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12],
-                 "full_resolution": False}
+                 "full_resolution": False, "classifier_kernel": 1}
 
 DEFAULT_CONFIG = {
     "run_dir": "runs/farsee/camvid", "seed": 0,
@@ -57,10 +57,10 @@ DEFAULT_CONFIG = {
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
-    Unknown keys raise ValueError."""
+    """Defaults <- YAML file (and its ``base`` recipes, `read_recipe_layers`) <- ``overrides`` (None values
+    skipped; a ``model`` dict updates the model keys). Unknown keys raise ValueError."""
     config = {**DEFAULT_CONFIG, "model": dict(DEFAULT_MODEL)}
-    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers = read_recipe_layers(path) if path is not None else []
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
     for layer in layers:
         config.update({k: v for k, v in layer.items() if k != "model"})
