@@ -106,6 +106,19 @@ def test_sub_pixel_upsampling_learns_what_bilinear_cannot():
     assert bilinear(constant)[0, 0].std() < 1e-6
 
 
+def _fit(module: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int) -> list[float]:
+    """MSE losses of ``steps`` Adam steps (lr 0.01) fitting ``module(inputs)`` to ``target``."""
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(module(inputs), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_3x3_sub_pixel_upsampling_starts_as_the_bilinear_ablation(bias):
     """kernel_size=3: under one seed the sub-pixel conv is the bilinear head's function at initialisation (borders
@@ -116,15 +129,7 @@ def test_3x3_sub_pixel_upsampling_starts_as_the_bilinear_ablation(bias):
     bilinear = BilinearUpsample(6, 3, factor=4, bias=bias)
     features = torch.randn(2, 6, 5, 7)
     assert torch.allclose(sub_pixel(features), bilinear(features), atol=1e-5)
-    target = torch.randn(2, 3, 20, 28)
-    optimiser = torch.optim.Adam(sub_pixel.parameters(), lr=0.01)
-    losses = []
-    for _ in range(40):
-        loss = F.mse_loss(sub_pixel(features), target)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _fit(sub_pixel, features, torch.randn(2, 3, 20, 28), steps=40)
     assert losses[-1] < 0.5 * losses[0]
     model = FarSeeNet(num_classes=5, width=16, classifier_kernel=3)
     assert model.decoder.classifier_upsample.project.kernel_size == (3, 3)
@@ -159,15 +164,7 @@ def test_logit_super_resolution_starts_as_bilinear_and_can_leave_it(factor):
     bilinear = F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)
     assert torch.allclose(upsample(logits), bilinear, atol=1e-5)  # borders included (replicate = the clamp)
     # a few gradient steps toward a sharper target move it off bilinear and lower the loss
-    target = F.interpolate(logits, scale_factor=factor, mode="nearest")
-    optimiser = torch.optim.Adam(upsample.parameters(), lr=0.01)
-    losses = []
-    for _ in range(30):
-        loss = F.mse_loss(upsample(logits), target)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _fit(upsample, logits, F.interpolate(logits, scale_factor=factor, mode="nearest"), steps=30)
     assert losses[-1] < 0.25 * losses[0]
 
 
