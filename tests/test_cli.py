@@ -116,3 +116,13 @@ def test_huge_image_reports_original_coordinates(tmp_path, data_dir, capsys):
     assert max(abs(a / 8 - b) for a, b in zip(record["faces"][0]["box"], reference)) < 5
     annotated = read_image(tmp_path / "out" / "big.jpg").pixels
     assert annotated.shape[0] * annotated.shape[1] <= 1_000_000  # drawn on the reduced copy
+
+
+def test_json_last_line_is_strict_json_when_a_metric_is_not_finite(capsys):
+    from keenvision.cli import print_json
+
+    print_json({"miou": float("nan"), "per_class": [1.0, float("inf")], "psnr": {"bicubic": 22.9}})
+    line = capsys.readouterr().out.strip()
+    # json.loads accepts NaN; a strict parser does not, so check the text itself
+    assert "NaN" not in line and "Infinity" not in line
+    assert json.loads(line) == {"miou": None, "per_class": [1.0, None], "psnr": {"bicubic": 22.9}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -16,8 +17,20 @@ class UsageError(Exception):
     """Bad arguments or inputs the user can fix; printed as one line, exit status 2."""
 
 
+def finite_json(value):
+    """`value` with every NaN or infinite float replaced by None: strict JSON has no NaN / Infinity, so a parser
+    of our last line (jq, JSON.parse) would reject it (an mIoU over a split with no labelled pixels is NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
 def print_json(record: dict) -> None:
-    print(json.dumps(record, separators=(",", ":")), flush=True)
+    print(json.dumps(finite_json(record), separators=(",", ":"), allow_nan=False), flush=True)
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from keenvision.cli import main
 from keenvision.core.io import read_image
@@ -108,6 +109,31 @@ def test_eval_prints_a_table_and_json_last(capsys, camvid, weights):
     assert any(line.startswith("Sky") for line in lines) and "mIoU" in lines[-2]
 
 
+def test_eval_skips_a_bad_pair_and_reports_it(capsys, camvid, weights, tmp_path):
+    """Three real val frames, the second's label corrupted with an out-of-range class: the other two are scored,
+    the bad one is named on stderr and in the JSON, and the exit status says not everything was scored."""
+    shutil.copy(camvid / "classes.json", tmp_path / "classes.json")
+    pairs = CamVidDataset(camvid, "val").pairs[:3]
+    for folder in ("images", "labels"):
+        (tmp_path / "val" / folder).mkdir(parents=True)
+    for image, label in pairs:
+        shutil.copy(image, tmp_path / "val" / "images" / image.name)
+        shutil.copy(label, tmp_path / "val" / "labels" / label.name)
+    bad = tmp_path / "val" / "labels" / pairs[1][1].name
+    values = read_label(bad)
+    values[:10, :10] = 50
+    Image.fromarray(values.astype(np.uint8)).save(bad)
+    code, lines, err = run(capsys, "farsee", "eval", "--data", tmp_path, "--weights", weights, "--device", "cpu",
+                           "--json")
+    record = json.loads(lines[-1])
+    assert code == 1 and record["images"] == 2 and len(record["skipped"]) == 1
+    assert bad.name in record["skipped"][0] and "[50]" in record["skipped"][0]
+    assert f"skipped {bad}" in err and "Traceback" not in err
+    for _, label in pairs:
+        (tmp_path / "val" / "labels" / label.name).write_bytes(b"")
+    assert "could be scored" in one_line_error(capsys, "farsee", "eval", "--data", tmp_path, "--weights", weights)
+
+
 def test_eval_bad_inputs(capsys, camvid, weights, tmp_path):
     assert "no such folder" in one_line_error(capsys, "farsee", "eval", "--data", tmp_path / "nope", "--weights",
                                               weights)
@@ -154,6 +180,7 @@ def test_bad_size_strings(capsys, size):
 def test_train_bad_inputs(capsys, tmp_path):
     assert "no such file" in one_line_error(capsys, "farsee", "train", "--config", tmp_path / "missing.yaml")
     assert "--max-steps" in one_line_error(capsys, "farsee", "train", "--config", tmp_path, "--max-steps", "0")
+    assert "--num-threads" in one_line_error(capsys, "farsee", "train", "--config", tmp_path, "--num-threads", "0")
 
 
 def test_bisenetv2_reference_size():
@@ -203,11 +230,11 @@ class_weights: none
 val_every: 2
 checkpoint_every: 2
 log_every: 1
-num_threads: 1
+num_threads: 2
 accelerator: cpu
 """)
-    code, lines, _ = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2")
-    assert code == 0
+    code, lines, _ = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2", "--num-threads", "1")
+    assert code == 0 and torch.get_num_threads() == 1  # --num-threads overrides the recipe's 2
     weights = tmp_path / "run" / "farsee_camvid.safetensors"
     assert lines[-1] == f"trained weights: {weights}" and weights.is_file()
     image = sorted((camvid / "val" / "images").glob("*.jpg"))[0]

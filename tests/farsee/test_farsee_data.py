@@ -159,3 +159,41 @@ def test_cityscapes_synthetic_tree(tmp_path):
     shutil.rmtree(tmp_path / "gtFine" / "train")
     with pytest.raises(FileNotFoundError, match="gtFine"):
         CityscapesDataset(tmp_path, "train")
+
+
+def test_drop_bad_pairs_keeps_the_good_ones_and_names_the_bad(tmp_path):
+    rgb, good = np.zeros((6, 8, 3), np.uint8), np.zeros((6, 8), np.uint8)
+    _write_camvid(tmp_path, {"a.jpg": rgb, "b.jpg": rgb, "c.jpg": rgb}, {"a.png": good, "c.png": good})
+    Image.fromarray(np.full((6, 8), 9, np.uint8)).save(tmp_path / "train" / "labels" / "b.png")
+    (tmp_path / "train" / "images" / "c.jpg").write_bytes(b"not a jpeg")
+    dataset = CamVidDataset(tmp_path, "train")
+    dropped = dataset.drop_bad_pairs()
+    assert [image.name for image, _ in dataset.pairs] == ["a.jpg"] and len(dataset) == 1
+    assert len(dropped) == 2 and "b.png: label values [9]" in dropped[0] and "c.jpg" in dropped[1]
+    (tmp_path / "train" / "images" / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="no usable image/label pair"):
+        CamVidDataset(tmp_path, "train").drop_bad_pairs()
+
+
+class _AlwaysClassZero(torch.nn.Module):
+    num_classes = 19
+
+    def forward(self, images):
+        logits = torch.zeros(images.shape[0], self.num_classes, *images.shape[-2:])
+        logits[:, 0] = 1.0
+        return logits
+
+
+def test_eval_reads_the_cityscapes_layout(tmp_path):
+    from keenvision.farsee.evaluate import evaluate_segmentation
+
+    label = np.full((8, 16), 255)
+    label[:4] = 18
+    label[4:, :8] = 0
+    _write_cityscapes(tmp_path, "val", {"aachen_000000_000019": label, "bremen_000000_000019": np.zeros((8, 16))})
+    result = evaluate_segmentation(_AlwaysClassZero(), tmp_path, "val")
+    # class 0: 32 + 128 true pixels, all predicted right; class 18: 64 pixels, all predicted as 0
+    assert result["dataset"] == "cityscapes" and result["images"] == 2 and result["skipped"] == []
+    assert result["per_class_iou"]["road"] == pytest.approx(160 / 224) and result["per_class_iou"]["bicycle"] == 0
+    assert result["per_class_iou"]["car"] is None and result["miou"] == pytest.approx(160 / 224 / 2)
+    assert result["pixel_accuracy"] == pytest.approx(160 / 224)

@@ -153,6 +153,22 @@ def test_prepare_writes_identity_disjoint_splits(capsys, prepared):
     assert face.shape == (112, 96, 3)
 
 
+def test_prepare_names_each_photo_it_leaves_out(capsys, celeba, tmp_path):
+    src = tmp_path / "src"
+    for identity in ("00001", "00002"):
+        (src / identity).mkdir(parents=True)
+        for photo in sorted((celeba / identity).glob("*.jpg"))[:2]:
+            shutil.copy(photo, src / identity / photo.name)
+    write_rgb(src / "00001" / "coffee.png", coffee())  # a photo without a face
+    (src / "00002" / "broken.jpg").write_bytes(b"not a jpeg")
+    code, lines, err = run(capsys, "sicnn", "prepare", "--src", src, "--out", tmp_path / "out",
+                           "--val-fraction", "0", "--test-fraction", "0.5")
+    skipped = [line for line in err.splitlines() if line.startswith("keen sicnn prepare: skipped")]
+    assert code == 0 and "2 photo(s) skipped" in lines[-1] and "Traceback" not in err
+    assert len(skipped) == 2 and any("00001/coffee.png: no face" in line for line in skipped)
+    assert any("00002/broken.jpg" in line for line in skipped)
+
+
 def test_eval_json_has_the_documented_keys(capsys, prepared, weights):
     pytest.importorskip("dlib", reason="the eval extra (dlib-bin) is not installed")
     code, lines, err = run(capsys, "sicnn", "eval", "--data", prepared, "--weights", weights, "--weights",
@@ -195,10 +211,11 @@ def test_bench_json(capsys):
 def test_train_command_runs_a_short_pixel_phase(capsys, prepared, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(f"phase: pixel\nrun_dir: {tmp_path / 'run'}\ndata_root: {prepared}\nbatch_size: 2\n"
-                      "val_every: 1000\ncheckpoint_every: 1000\nnum_threads: 1\naccelerator: cpu\n"
+                      "val_every: 1000\ncheckpoint_every: 1000\nnum_threads: 2\naccelerator: cpu\n"
                       "cnn_h: {stem_channels: 8, growth: 4, dense_layers: [1, 1, 1, 1], upsample_channels: 8}\n")
-    code, lines, err = run(capsys, "sicnn", "train", "--config", config, "--max-steps", "2")
+    code, lines, err = run(capsys, "sicnn", "train", "--config", config, "--max-steps", "2", "--num-threads", "1")
     assert code == 0, err
+    assert torch.get_num_threads() == 1  # --num-threads overrides the recipe's 2
     assert lines[-1] == f"trained weights: {tmp_path / 'run' / 'cnn_h.safetensors'}"
     code, _, err = run(capsys, "hallucinate", "--weights", tmp_path / "run" / "cnn_h.safetensors", "--device", "cpu",
                        "--out", tmp_path / "out", "--all-faces", next((prepared / "test").rglob("*.png")))
@@ -219,6 +236,7 @@ def test_train_command_runs_a_short_pixel_phase(capsys, prepared, tmp_path):
     (["sicnn", "prepare", "--src", "{prepared}", "--out", "x", "--val-fraction", "0.6", "--test-fraction", "0.5"],
      "leave a share for training"),
     (["sicnn", "train", "--config", "{missing}.yaml"], "no such file"),
+    (["sicnn", "train", "--config", "{missing}.yaml", "--num-threads", "0"], "--num-threads must be >= 1"),
     (["sicnn", "bench", "--batch-sizes", "0"], "--batch-sizes must be >= 1"),
 ])
 def test_one_line_errors(capsys, prepared, weights, tmp_path, argv, message):

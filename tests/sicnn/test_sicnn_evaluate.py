@@ -173,3 +173,27 @@ def test_split_batches_reads_the_dataset_order(prepared):
     assert [len(names) for _, names in batches] == [4, 4, 2]
     first = to_unit_tensor([dataset.read(0)])
     assert torch.equal(batches[0][0][:1], first) and batches[0][1][0] == "00001"
+
+
+def test_unreadable_or_wrong_size_faces_are_skipped_and_named(prepared, tmp_path):
+    import cv2
+
+    from keenvision.core.io import ImageReadError
+
+    folder = tmp_path / "faces"
+    shutil.copytree(prepared, folder)
+    files = sorted((folder / "test").rglob("*.png"))
+    files[1].write_bytes(b"not a png")
+    cv2.imwrite(str(files[4]), np.zeros((50, 50, 3), np.uint8))  # a stray file, not an aligned face
+    with pytest.raises(ImageReadError, match=files[1].name):
+        list(split_batches(folder, "test", batch_size=4))
+    skipped: list[str] = []
+    batches = list(split_batches(folder, "test", batch_size=4, skipped=skipped))
+    assert [len(names) for _, names in batches] == [3, 3, 2]  # batches of 4 less the two bad files
+    assert len(skipped) == 2 and files[1].name in skipped[0] and "96x112, got 50x50" in skipped[1]
+    result = evaluate_hallucination(folder, "test", {}, device="cpu", recogniser=None)
+    assert result["images"] == 8 and result["skipped"] == skipped and result["bicubic"]["psnr"] > 15
+    for path in files:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="no readable face"):
+        evaluate_hallucination(folder, "test", {}, device="cpu", recogniser=None)

@@ -160,6 +160,25 @@ class SegmentationDataset(Dataset):
         image, label = self.read(index)
         return self.transform(image, label)
 
+    def drop_bad_pairs(self) -> list[str]:
+        """Reads and checks every pair once (as `read` does) and keeps only the good ones, so that one corrupt
+        file or bad label cannot stop a training run at whatever step draws it (and again on every resume).
+
+        Returns one message per dropped pair, naming the file and the reason. ValueError if none is left.
+        """
+        good, dropped = [], []
+        for index, pair in enumerate(self.pairs):
+            try:
+                self.read(index)
+            except ValueError as error:  # ImageReadError is a ValueError
+                dropped.append(str(error))
+            else:
+                good.append(pair)
+        if not good:
+            raise ValueError(f"no usable image/label pair ({len(dropped)} bad): {dropped[0]}")
+        self.pairs = good
+        return dropped
+
 
 def _require_folder(path: Path) -> Path:
     if not path.is_dir():

@@ -61,7 +61,7 @@ def demo_section(out_dir: Path, device: str | None = "cpu") -> Section:
         section.paragraphs.append(
             "The shipped weights (farsee-camvid) are not in this install yet, so no segmentation is shown: the speed "
             "above is of the same network with random weights (speed does not depend on the weights). Train them "
-            "with `keen farsee train --config configs/farsee/camvid.yaml`.")
+            "with `keen farsee train --config configs/farsee/camvid_mobilenet.yaml`.")
         return section
     if image is None:
         section.paragraphs.append(f"No overlay: {source}; the speed above is on a random image of CamVid's size.")

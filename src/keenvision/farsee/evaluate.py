@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, Normalise
+from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, Normalise
 
 
 class SegmentationScores:
@@ -59,7 +59,9 @@ def evaluate_segmentation(
     std: Sequence[float] | None = None,
 ) -> dict:
     """mIoU, per-class IoU and pixel accuracy of ``model`` on ``<data_dir>/<split>/images|labels`` (the
-    `CamVidDataset` layout with ``classes.json``).
+    `CamVidDataset` layout with ``classes.json``) or, where ``<data_dir>/leftImg8bit`` exists, on the Cityscapes
+    layout (`CityscapesDataset`). A pair that cannot be read or fails its checks (size mismatch, label values out
+    of range) is skipped and listed in ``skipped``; the scores are over the others.
 
     Args:
         model: maps normalised images ``[B, 3, H, W]`` to logits ``[B, K, h, w]``; K must equal the dataset's
@@ -73,8 +75,9 @@ def evaluate_segmentation(
         mean, std: normalisation (default: the model's ``mean``/``std`` attributes, else ImageNet's).
 
     Returns:
-        ``{"split", "images", "miou", "per_class_iou": {name: IoU or None}, "pixel_accuracy", "num_classes",
-        "ignore_index"}``.
+        ``{"split", "dataset", "images", "miou", "per_class_iou": {name: IoU or None}, "pixel_accuracy",
+        "num_classes", "ignore_index", "skipped": [message, ...]}``; ``images`` counts the pairs scored.
+        ValueError when no pair of the first ``limit`` could be scored.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,7 +85,8 @@ def evaluate_segmentation(
         raise ValueError(f"limit must be >= 1, got {limit}")
     mean = tuple(mean or getattr(model, "mean", IMAGENET_MEAN))
     std = tuple(std or getattr(model, "std", IMAGENET_STD))
-    dataset = CamVidDataset(data_dir, split, transform=Normalise(mean, std))
+    dataset_class = CityscapesDataset if (Path(data_dir) / "leftImg8bit").is_dir() else CamVidDataset
+    dataset = dataset_class(data_dir, split, transform=Normalise(mean, std))
     model_classes = getattr(model, "num_classes", None)
     if model_classes is not None and model_classes != dataset.num_classes:
         raise ValueError(f"the model has {model_classes} classes, {Path(data_dir) / 'classes.json'} names "
@@ -104,9 +108,13 @@ def evaluate_segmentation(
 
     try:
         with torch.inference_mode():
-            images, labels = [], []
+            images, labels, skipped = [], [], []
             for index in range(count):
-                image, label = dataset[index]
+                try:
+                    image, label = dataset[index]
+                except ValueError as error:  # unreadable file, size mismatch, label out of range: go on
+                    skipped.append(str(error))
+                    continue
                 if images and (len(images) == batch_size or image.shape != images[0].shape):
                     score(images, labels)
                     images, labels = [], []
@@ -116,5 +124,8 @@ def evaluate_segmentation(
                 score(images, labels)
     finally:
         model.train(was_training)
-    return {"split": split, "images": count, **scores.compute(), "num_classes": dataset.num_classes,
-            "ignore_index": dataset.ignore_index}
+    if len(skipped) == count:
+        raise ValueError(f"no image/label pair of {Path(data_dir) / split} could be scored: {skipped[0]}")
+    return {"split": split, "dataset": "cityscapes" if dataset_class is CityscapesDataset else "camvid",
+            "images": count - len(skipped), **scores.compute(), "num_classes": dataset.num_classes,
+            "ignore_index": dataset.ignore_index, "skipped": skipped}

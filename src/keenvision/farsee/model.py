@@ -370,7 +370,7 @@ def load_farsee(name_or_path: str | Path, device: str | torch.device = "cpu") ->
     `keenvision.farsee.train` (its metadata holds the architecture, class names, ignore index and mean/std, which
     are set on the returned model)."""
     path = resolve_weights(name_or_path, SHIPPED, "FarSee-Net",
-                           "`keen farsee train --config configs/farsee/camvid.yaml`")
+                           "`keen farsee train --config configs/farsee/camvid_mobilenet.yaml`")
     metadata = read_metadata(path)
     if metadata.get("format") != "keenvision.farsee" or "architecture" not in metadata:
         raise WeightsError(f"{path} is not a FarSee-Net export (no keenvision.farsee metadata)")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
@@ -81,26 +82,20 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
 
 
 def make_datasets(config: dict):
-    """(train, val) datasets of the config, train with `TrainAugmentation`, val full images normalised."""
+    """(train, val) datasets of the config, train with `TrainAugmentation`, val full images normalised; pairs
+    that fail their checks (unreadable, size mismatch, labels out of range) are dropped with a message each."""
     root = Path(config["data_root"] or data_root() / config["dataset"])
     dataset_class = CamVidDataset if config["dataset"] == "camvid" else CityscapesDataset
     val = dataset_class(root, config["val_split"], Normalise())
     augment = TrainAugmentation(config["crop_size"], val.ignore_index, config["scale_range"],
                                 0.5 if config["flip"] else 0.0)
     train = dataset_class(root, config["train_split"], augment)
-    if config["train_images"]:
-        train = _first(train, config["train_images"])
-    if config["val_images"]:
-        val = _first(val, config["val_images"])
+    for dataset, count in ((train, config["train_images"]), (val, config["val_images"])):
+        if count:
+            dataset.pairs = dataset.pairs[:count]  # the first `count` pairs (tests, quick checks)
+        for message in dataset.drop_bad_pairs():  # checked once here, not at the step that first draws them
+            print(f"farsee train: skipped {message}", file=sys.stderr)
     return train, val
-
-
-def _first(dataset, count: int) -> Subset:
-    subset = Subset(dataset, range(min(count, len(dataset))))
-    subset.class_names, subset.ignore_index, subset.num_classes = (dataset.class_names, dataset.ignore_index,
-                                                                   dataset.num_classes)
-    subset.read_label = dataset.read_label  # indices of the subset are those of the dataset (the first ones)
-    return subset
 
 
 class SegmentationModule(L.LightningModule):

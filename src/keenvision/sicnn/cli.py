@@ -65,6 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exports go (default: the "
                                                     "recipe's)")
     train.add_argument("--data", type=Path, help="a `keen sicnn prepare` folder (default: the recipe's)")
+    train.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
     train.set_defaults(handler=run_train)
 
     evaluate = tools.add_parser("eval", help="PSNR, SSIM and identity metrics (dlib) vs bicubic on a prepared split",
@@ -166,6 +167,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise UsageError(f"{error} (or pass --overwrite)") from None
     finally:
         bar.close()
+    for failure in manifest["failures"]:  # one line per photo left out, so none is lost silently
+        print(f"keen sicnn prepare: skipped {failure['source']}: {failure['reason']}", file=sys.stderr)
     for split, counts in manifest["counts"].items():
         print(f"{split}: {counts['identities']} identities, {counts['faces']} faces")
     print(f"wrote {args.out} ({len(manifest['failures'])} photo(s) skipped, reasons in manifest.json)")
@@ -178,13 +181,14 @@ def run_train(args: argparse.Namespace) -> int:
     from . import train_sicnn
 
     _positive(args.max_steps, "--max-steps")
+    _positive(args.num_threads, "--num-threads")
     if not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     if args.data is not None and not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
     overrides = {"max_steps": args.max_steps, "resume": args.resume or None,
                  "run_dir": str(args.run_dir) if args.run_dir else None,
-                 "data_root": str(args.data) if args.data else None}
+                 "data_root": str(args.data) if args.data else None, "num_threads": args.num_threads}
     weights = train_sicnn(args.config, {key: value for key, value in overrides.items() if value is not None})
     print(f"trained weights: {weights}")
     return 0
@@ -201,7 +205,8 @@ def parse_weights(values: list[str] | None) -> dict[str, str]:
         name, weights = name.strip(), weights.strip()
         if not name or not weights:
             raise UsageError(f"--weights {value!r}: expected W or NAME=W")
-        if name in ("bicubic", "hr", "images", "identities", "pairs", "data", "split", "recogniser", "threshold"):
+        if name in ("bicubic", "hr", "images", "identities", "pairs", "data", "split", "recogniser", "threshold",
+                    "skipped"):
             raise UsageError(f"--weights {value!r}: the name {name!r} is taken by the report")
         if name in named:
             raise UsageError(f"--weights: the name {name!r} is given twice (use NAME=W for each extra model)")
@@ -246,9 +251,11 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"{args.data} [{args.split}]: {result['images']} faces of {result['identities']} identities, "
           f"{pairs['positive']} positive / {pairs['negative']} negative pairs, recogniser "
           f"{result['recogniser'] or 'none (install the eval extra)'}; hr = HR photos paired with HR photos")
+    for message in result["skipped"]:
+        print(f"keen sicnn eval: skipped {message}", file=sys.stderr)
     if args.json:
         print_json(result)
-    return 0
+    return 1 if result["skipped"] else 0  # scored, but not every face: say so in the exit status
 
 
 def run_bench(args: argparse.Namespace) -> int:

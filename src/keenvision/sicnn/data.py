@@ -270,6 +270,9 @@ class FaceIdentityDataset(Dataset):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ImageReadError(f"{path}: not a readable image")
+        if image.shape[:2] != (112, 96):  # a stray file in a prepared folder would otherwise fail in collation
+            raise ImageReadError(f"{path}: an aligned face is 96x112, got {image.shape[1]}x{image.shape[0]} "
+                                 f"(make the folder with `keen sicnn prepare`)")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

@@ -30,8 +30,9 @@ Without the ``eval`` extra (dlib) the identity metrics are null and PSNR/SSIM ar
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -292,14 +293,22 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
         if name in ("bicubic", "hr"):
             raise ValueError(f"a model cannot be named {name!r} (reserved for the baselines)")
         methods[name] = model_method(model, device, batch_size)
-    result = score_methods(split_batches(data, split, batch_size, limit), methods, recogniser, seed)
-    return {"data": str(data), "split": split, **result}
+    skipped: list[str] = []
+    batches = split_batches(data, split, batch_size, limit, skipped)
+    first = next(batches, None)  # batches stay lazy; only an empty split is caught up front
+    if first is None:
+        reason = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        raise ValueError(f"no readable face in {Path(data) / split}{reason}")
+    result = score_methods(itertools.chain([first], batches), methods, recogniser, seed)
+    return {"data": str(data), "split": split, **result, "skipped": skipped}
 
 
-def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int | None = None
-                  ) -> Iterable[tuple[torch.Tensor, list[str]]]:
+def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int | None = None,
+                  skipped: list[str] | None = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """``(hr [B, 3, 112, 96] in [0, 1], identities [B])`` batches of a prepared split (`data.FaceIdentityDataset`
-    order: identities sorted, then their files)."""
+    order: identities sorted, then their files). A file that is not a readable 96x112 face raises ImageReadError,
+    or, when ``skipped`` is a list, is left out and its message appended there."""
+    from ..core.io import ImageReadError
     from .data import FaceIdentityDataset
     from .hallucinate import to_unit_tensor
 
@@ -308,9 +317,18 @@ def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int
     dataset = FaceIdentityDataset(data, split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, count, batch_size):
-        indices = range(start, min(start + batch_size, count))
-        hr = to_unit_tensor([dataset.read(index) for index in indices])
-        yield hr, [dataset.identities[dataset.samples[index][1]] for index in indices]
+        faces, identities = [], []
+        for index in range(start, min(start + batch_size, count)):
+            try:
+                faces.append(dataset.read(index))
+            except ImageReadError as error:
+                if skipped is None:
+                    raise
+                skipped.append(str(error))
+                continue
+            identities.append(dataset.identities[dataset.samples[index][1]])
+        if faces:
+            yield to_unit_tensor(faces), identities
 
 
 # ------------------------------------------------------------------------------------------------------------------
