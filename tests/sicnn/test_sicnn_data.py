@@ -138,3 +138,6 @@ def test_face_identity_dataset_reads_a_split(prepared):
     assert "single" not in without_singles.identities
     with pytest.raises(ValueError, match="split"):
         FaceIdentityDataset(out, "holdout")
+    most = max(v["faces"] for v in manifest["identities"].values())
+    with pytest.raises(ValueError, match=f"holds no faces of an identity with at least {most + 1}"):
+        FaceIdentityDataset(out, "train", min_faces_per_identity=most + 1)

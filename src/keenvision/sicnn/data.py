@@ -251,7 +251,8 @@ class FaceIdentityDataset(Dataset):
             if len(images) >= max(1, min_faces_per_identity):
                 files[identity_dir.name] = images
         if not files:
-            raise ValueError(f"{folder} holds no faces")
+            at_least = f" of an identity with at least {min_faces_per_identity}" if min_faces_per_identity > 1 else ""
+            raise ValueError(f"{folder} holds no faces{at_least}")
         self.split, self.flip = split, flip
         self.identities = sorted(files)
         self.samples = [(path, index) for index, identity in enumerate(self.identities) for path in files[identity]]
