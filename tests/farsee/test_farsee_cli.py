@@ -181,6 +181,7 @@ def test_train_bad_inputs(capsys, tmp_path):
     assert "no such file" in one_line_error(capsys, "farsee", "train", "--config", tmp_path / "missing.yaml")
     assert "--max-steps" in one_line_error(capsys, "farsee", "train", "--config", tmp_path, "--max-steps", "0")
     assert "--num-threads" in one_line_error(capsys, "farsee", "train", "--config", tmp_path, "--num-threads", "0")
+    assert "--devices" in one_line_error(capsys, "farsee", "train", "--config", tmp_path, "--devices", "0")
 
 
 def test_bisenetv2_reference_size():
@@ -233,7 +234,8 @@ log_every: 1
 num_threads: 2
 accelerator: cpu
 """)
-    code, lines, _ = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2", "--num-threads", "1")
+    code, lines, _ = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2", "--num-threads", "1",
+                         "--accelerator", "cpu", "--devices", "1")
     assert code == 0 and torch.get_num_threads() == 1  # --num-threads overrides the recipe's 2
     weights = tmp_path / "run" / "farsee_camvid.safetensors"
     assert lines[-1] == f"trained weights: {weights}" and weights.is_file()

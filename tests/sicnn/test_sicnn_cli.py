@@ -237,6 +237,7 @@ def test_train_command_runs_a_short_pixel_phase(capsys, prepared, tmp_path):
      "leave a share for training"),
     (["sicnn", "train", "--config", "{missing}.yaml"], "no such file"),
     (["sicnn", "train", "--config", "{missing}.yaml", "--num-threads", "0"], "--num-threads must be >= 1"),
+    (["sicnn", "train", "--config", "{missing}.yaml", "--num-nodes", "0"], "--num-nodes must be >= 1"),
     (["sicnn", "bench", "--batch-sizes", "0"], "--batch-sizes must be >= 1"),
 ])
 def test_one_line_errors(capsys, prepared, weights, tmp_path, argv, message):

@@ -52,7 +52,7 @@ DEFAULT_CONFIG = {
     "ohem_threshold": 0.7, "ohem_min_kept": 100_000,
     "max_steps": 6000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
     "num_threads": 2, "precision": "auto",  # auto: 16-mixed on a GPU, 32-true on the CPU
-    "accelerator": "auto", "devices": 1, "resume": False,
+    "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False,
     "export_name": "farsee_camvid.safetensors",  # written into run_dir at the end
 }
 
@@ -191,6 +191,7 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
                                                       every_n_train_steps=config["checkpoint_every"], save_top_k=0)
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                        num_nodes=config["num_nodes"],
                         precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
                         val_check_interval=config["val_every"], check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),

@@ -80,7 +80,7 @@ DEFAULT_CONFIG = {
     "grad_clip_norm": None,  # clip each update's gradient norm (margin losses can blow up early); None: off
     "batch_size": 16, "val_batch_size": 64, "num_workers": 0,
     "max_steps": 4000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
-    "num_threads": 2, "precision": "auto", "accelerator": "auto", "devices": 1, "resume": False,
+    "num_threads": 2, "precision": "auto", "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False,
 }
 _NESTED = ("cnn_h", "cnn_r", "head")
 
@@ -438,6 +438,7 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
                                                       every_n_train_steps=checkpoint_every, save_top_k=0)
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                        num_nodes=config["num_nodes"],
                         precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
                         val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
                         check_val_every_n_epoch=None, num_sanity_val_steps=0,
