@@ -38,6 +38,22 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
+def add_trainer_options(parser: argparse.ArgumentParser) -> None:
+    """The Lightning options every ``keen <system> train`` takes; `trainer_overrides` reads them back."""
+    parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
+    parser.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu, ...")
+    parser.add_argument("--devices", type=int, help="devices per node; more than 1 trains with DDP")
+    parser.add_argument("--num-nodes", type=int, help="machines for multi-node DDP (launch one process per node)")
+
+
+def trainer_overrides(args: argparse.Namespace) -> dict:
+    """The recipe overrides of `add_trainer_options` that were given (checked: counts >= 1)."""
+    for option in ("num_threads", "devices", "num_nodes"):
+        require_positive(getattr(args, option), "--" + option.replace("_", "-"))
+    values = {option: getattr(args, option) for option in ("num_threads", "accelerator", "devices", "num_nodes")}
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def require_positive(value: int | None, option: str) -> None:
     """One-line UsageError unless `value` is None or >= 1."""
     if value is not None and value < 1:

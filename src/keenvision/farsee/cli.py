@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, print_json
+from ..cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..cli import add_json_option as _add_json
 from ..cli import require_positive as _positive
 
@@ -54,10 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--data", type=Path, help="dataset root (default: the recipe's, else $KEEN_DATA/<dataset>)")
-    train.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
-    train.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu, ...")
-    train.add_argument("--devices", type=int, help="devices per node; more than 1 trains with DDP")
-    train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP (launch one process per node)")
+    add_trainer_options(train)
     train.add_argument("--pretrained", action="store_true",
                        help="start from timm's ImageNet backbone weights (downloads them: needs the network)")
     train.set_defaults(handler=run_train)
@@ -143,16 +140,14 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import train_farsee
 
     _positive(args.max_steps, "--max-steps")
-    _positive(args.num_threads, "--num-threads")
-    _positive(args.devices, "--devices")
-    _positive(args.num_nodes, "--num-nodes")
+    trainer = trainer_overrides(args)
     if not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     overrides = {"run_dir": str(args.run_dir) if args.run_dir else None, "max_steps": args.max_steps,
                  "resume": args.resume or None, "data_root": str(args.data) if args.data else None,
-                 "model": {"pretrained": True} if args.pretrained else None, "num_threads": args.num_threads,
-                 "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes}
-    weights = train_farsee(args.config, {key: value for key, value in overrides.items() if value is not None})
+                 "model": {"pretrained": True} if args.pretrained else None}
+    overrides = {key: value for key, value in overrides.items() if value is not None} | trainer
+    weights = train_farsee(args.config, overrides)
     print(f"trained weights: {weights}")
     return 0
 

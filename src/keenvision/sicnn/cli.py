@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, print_json
+from ..cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..cli import add_json_option as _add_json
 from ..cli import require_positive as _positive
 
@@ -65,10 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exports go (default: the "
                                                     "recipe's)")
     train.add_argument("--data", type=Path, help="a `keen sicnn prepare` folder (default: the recipe's)")
-    train.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
-    train.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu, ...")
-    train.add_argument("--devices", type=int, help="devices per node; more than 1 trains with DDP")
-    train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP (launch one process per node)")
+    add_trainer_options(train)
     train.set_defaults(handler=run_train)
 
     evaluate = tools.add_parser("eval", help="PSNR, SSIM and identity metrics (dlib) vs bicubic on a prepared split",
@@ -184,18 +181,16 @@ def run_train(args: argparse.Namespace) -> int:
     from . import train_sicnn
 
     _positive(args.max_steps, "--max-steps")
-    _positive(args.num_threads, "--num-threads")
-    _positive(args.devices, "--devices")
-    _positive(args.num_nodes, "--num-nodes")
+    trainer = trainer_overrides(args)
     if not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     if args.data is not None and not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
     overrides = {"max_steps": args.max_steps, "resume": args.resume or None,
                  "run_dir": str(args.run_dir) if args.run_dir else None,
-                 "data_root": str(args.data) if args.data else None, "num_threads": args.num_threads,
-                 "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes}
-    weights = train_sicnn(args.config, {key: value for key, value in overrides.items() if value is not None})
+                 "data_root": str(args.data) if args.data else None}
+    overrides = {key: value for key, value in overrides.items() if value is not None} | trainer
+    weights = train_sicnn(args.config, overrides)
     print(f"trained weights: {weights}")
     return 0
 
