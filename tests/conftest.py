@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,19 @@ torch.set_num_threads(2)
 def pytest_sessionstart(session):
     if os.environ.get("CI", "").lower() == "true" and not data_root().is_dir():
         raise pytest.UsageError(f"CI=true but the shared data folder {data_root()} does not exist (set KEEN_DATA)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_outside_home(tmp_path_factory):
+    """Training runs mirror their checkpoints under KEEN_RUNS (default ~/.cache/keenvision/runs): tests keep
+    theirs in a temporary folder, never in the user's."""
+    previous = os.environ.get("KEEN_RUNS")
+    os.environ["KEEN_RUNS"] = str(tmp_path_factory.mktemp("keen_runs"))
+    yield Path(os.environ["KEEN_RUNS"])
+    if previous is None:
+        os.environ.pop("KEEN_RUNS", None)
+    else:
+        os.environ["KEEN_RUNS"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -161,6 +161,35 @@ def test_eval_command(capsys, training_npz, openface_weights, data_dir):
         assert "21 segments" in message and "15 segments" in message
 
 
+def test_eval_fuses_openface_and_vggface2_and_plots_the_calibration(capsys, training_npz, openface_weights,
+                                                                     data_dir, tmp_path):
+    faces_npz = data_dir / "engagement" / "emotiw2019_vggface2_15seg_train.npz"
+    faces = load_features(faces_npz)
+    faces_weights = tiny_ensemble(faces.layout, faces.features, tmp_path, "vggface2_15.safetensors")
+    plot = tmp_path / "calibration.png"
+    code, out, _ = run(capsys, "engagement", "eval", "--features", training_npz, "--weights", openface_weights,
+                       "--features", faces_npz, "--weights", faces_weights, "--plot", plot, "--json")
+    assert code == 0
+    record = json.loads(out[-1])
+    assert record["weights"].startswith("fused") and [row["layout"] for row in record["results"]] == [
+        "openface 15 segments x 60", "vggface2 15 segments x 128", None]
+    openface, vggface2, fused = record["results"]
+    # the fused prediction is the mean of the two: its per-level mean prediction is the mean of theirs
+    for level in ("0", "0.33", "0.66", "1"):
+        assert fused["mean_prediction_per_level"][level] == pytest.approx(
+            (openface["mean_prediction_per_level"][level] + vggface2["mean_prediction_per_level"][level]) / 2)
+    assert record["mse"] == fused["mse"] and record["videos"] == 146
+    picture = read_image(plot).pixels
+    assert picture.shape[2] == 3 and picture.shape[0] > 300 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
+    shuffled = tmp_path / "other_videos_vggface2_15seg.npz"
+    np.savez(shuffled, features=faces.features[::-1], labels=faces.labels[::-1])
+    message = one_line_error(capsys, "engagement", "eval", "--features", training_npz, "--features", shuffled,
+                             "--weights", openface_weights, "--weights", faces_weights)
+    assert "not the videos of" in message
+    assert "one --weights per --features" in one_line_error(capsys, "engagement", "eval", "--features", training_npz,
+                                                            "--features", faces_npz, "--weights", openface_weights)
+
+
 def test_train_command(capsys, training_npz, tmp_path):
     data = np.load(training_npz)
     small = tmp_path / "small_openface_15seg.npz"

@@ -11,6 +11,7 @@ from keenvision.engagement.data import (
     FeatureStandardiser,
     evaluate_predictions,
     intensity_level,
+    learner_groups,
     load_features,
 )
 
@@ -102,3 +103,27 @@ def test_evaluate_predictions_by_hand():
     assert np.allclose([result["mse_per_level"][k] for k in ("0", "0.33", "0.66", "1")], [0.04, 0, 0.01, 0.09])
     assert result["count_per_level"] == {"0": 1, "0.33": 1, "0.66": 2, "1": 1}
     assert evaluate_predictions([0.5], [1.0])["mse_per_level"]["0"] is None
+
+
+def test_learner_groups_recover_identities_and_keep_the_real_learners_apart(engagement_dir):
+    rng = np.random.default_rng(0)
+    identities = rng.normal(size=(4, 128)) * 10  # four people, three videos each, small per-video changes
+    videos = np.stack([identities[i] + rng.normal(size=(15, 128)) for i in range(4) for _ in range(3)])
+    groups = learner_groups(videos)
+    assert [len(set(groups[i * 3:(i + 1) * 3])) for i in range(4)] == [1, 1, 1, 1]
+    assert len(set(groups)) == 4
+    # the real VGGFace2 features: learners recur (groups of several videos), and within a group the labels agree
+    # far more than across the data set (a learner's level is partly a trait; folds by video reward it)
+    features, labels, _ = load_features(engagement_dir / "emotiw2019_vggface2_15seg_train.npz")
+    real = learner_groups(features)
+    sizes = np.bincount(real)
+    assert 20 < len(sizes) < 146 and sizes.max() >= 4
+    within = np.mean([(labels[i] - labels[real == real[i]].mean()) ** 2 for i in range(len(labels))])
+    assert within < 0.6 * float(np.var(labels))
+    with pytest.raises(ValueError, match="face features must be"):
+        learner_groups(features[0])
+
+
+def test_evaluate_predictions_reports_the_mean_prediction_per_level():
+    result = evaluate_predictions([0.2, 0.4, 0.5, 0.7, 0.9], [0.0, 0.33, 0.66, 0.66, 1.0])
+    assert result["mean_prediction_per_level"] == pytest.approx({"0": 0.2, "0.33": 0.4, "0.66": 0.6, "1": 0.9})

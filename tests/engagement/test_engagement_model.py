@@ -111,3 +111,19 @@ def test_load_errors(tmp_path):
     save_weights({"x": torch.zeros(2)}, tmp_path / "other.safetensors", {"format": "something else"})
     with pytest.raises(WeightsError, match="not an engagement export"):
         load_engagement(str(tmp_path / "other.safetensors"))
+
+
+def test_input_layers_and_an_lstm_across_segments():
+    torch.manual_seed(0)
+    features = torch.randn(3, 15, 60)
+    order = torch.randperm(15)
+    across = MILEngagementRegressor(60, hidden=8, mlp=(8,), input_mlp=(16,), across_segments=True).eval()
+    within = MILEngagementRegressor(60, hidden=8, mlp=(8,), input_mlp=(16,)).eval()
+    with torch.no_grad():
+        # within segments the bag is order-free; across segments the order of the video matters
+        assert torch.allclose(within(features)[0], within(features[:, order])[0], atol=1e-6)
+        assert not torch.allclose(across(features)[0], across(features[:, order])[0], atol=1e-4)
+        intensity, segments = across(features)
+    assert intensity.shape == (3,) and segments.shape == (3, 15)
+    assert across.architecture()["input_mlp"] == [16] and across.architecture()["across_segments"] is True
+    assert MILEngagementRegressor(**{**across.architecture()}).lstm.input_size == 16

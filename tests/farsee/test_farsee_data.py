@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from keenvision.farsee import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, TrainAugmentation
-from keenvision.farsee.data import CITYSCAPES_CLASSES, class_frequencies
+from keenvision.farsee.data import CITYSCAPES_CLASSES, camvid_drive, class_frequencies, jitter_colour
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,34 @@ def test_eval_reads_the_cityscapes_layout(tmp_path):
     assert result["per_class_iou"]["road"] == pytest.approx(160 / 224) and result["per_class_iou"]["bicycle"] == 0
     assert result["per_class_iou"]["car"] is None and result["miou"] == pytest.approx(160 / 224 / 2)
     assert result["pixel_accuracy"] == pytest.approx(160 / 224)
+
+
+def test_drives_and_leaving_one_out_on_the_real_split(camvid_root):
+    both = CamVidDataset(camvid_root, "train+val")
+    assert len(both) == 367 + 101
+    assert both.drives() == {"0001TP": 62, "0006R0": 101, "0016E5": 305}  # val's drive also fills 204 train frames
+    assert camvid_drive(both.pairs[0][0]) == both.pairs[0][0].name.split("_")[0]
+    train, held_out = CamVidDataset(camvid_root, "train+val"), CamVidDataset(camvid_root, "train+val")
+    train.select_drive("0006R0", keep=False)
+    held_out.select_drive("0006R0", keep=True)
+    assert set(train.drives()) == {"0001TP", "0016E5"} and set(held_out.drives()) == {"0006R0"}
+    assert not {p[0] for p in train.pairs} & {p[0] for p in held_out.pairs}
+    with pytest.raises(ValueError, match="drive 'Seq05VD' has no frame .* its drives are 0001TP, 0006R0, 0016E5"):
+        both.select_drive("Seq05VD", keep=True)
+    only_val = CamVidDataset(camvid_root, "val")
+    with pytest.raises(ValueError, match="no frame .* is left without drive '0016E5'"):
+        only_val.select_drive("0016E5", keep=False)
+
+
+def test_colour_jitter_on_a_real_image(camvid_root):
+    image, _ = CamVidDataset(camvid_root, "val").read(0)
+    assert np.array_equal(jitter_colour(image, 0.0), image)
+    torch.manual_seed(0)
+    jittered = [jitter_colour(image, 0.4) for _ in range(4)]
+    means = [float(j.mean()) for j in jittered]
+    assert all(j.shape == image.shape and j.dtype == np.uint8 for j in jittered)
+    assert max(abs(m - float(image.mean())) for m in means) > 5  # the light changes ...
+    # ... but the scene does not: each jittered image stays strongly correlated with the original
+    assert all(np.corrcoef(j.reshape(-1), image.reshape(-1))[0, 1] > 0.8 for j in jittered)
+    with pytest.raises(ValueError, match="colour_jitter"):
+        TrainAugmentation((64, 64), 11, colour_jitter=1.5)

@@ -10,12 +10,15 @@ import pytest
 import torch
 import yaml
 
+from keenvision.core.training import checkpoint_step, mirrored_run_dir
+from keenvision.core.weights import WeightsError
 from keenvision.farsee import load_farsee
 from keenvision.farsee.train import (
     DEFAULT_CONFIG,
     SegmentationModule,
     export_checkpoint,
     load_config,
+    make_datasets,
     resolve_precision,
     train_farsee,
 )
@@ -129,3 +132,42 @@ def test_resume_continues_from_the_checkpoint(trained):
 
     with safe_open(str(export), "pt") as handle:
         assert handle.metadata()["global_step"] == "24"
+
+
+def test_holdout_recipe_trains_on_the_other_drives_and_validates_on_the_held_out_one(data_dir):
+    if not (data_dir / "camvid").is_dir():
+        pytest.skip("camvid not found")
+    config = load_config(CONFIGS / "camvid_holdout.yaml")
+    train, val = make_datasets(config)
+    assert set(val.drives()) == {"0006R0"} and len(val) == 101
+    assert set(train.drives()) == {"0001TP", "0016E5"} and len(train) == 367
+    augmented = load_config(CONFIGS / "camvid_holdout_augment.yaml")
+    assert {k for k in config if config[k] != augmented[k]} == {"run_dir", "export_name", "scale_range",
+                                                                "colour_jitter"}
+    with pytest.raises(ValueError, match="drive 'XYZ' has no frame"):
+        make_datasets(load_config(CONFIGS / "camvid_holdout.yaml", {"holdout_drive": "XYZ"}))
+
+
+def test_checkpoints_are_mirrored_under_keen_runs_and_resume_from_the_newer(trained, runs_outside_home):
+    run_dir, _ = trained
+    mirror = mirrored_run_dir(run_dir) / "checkpoints" / "last.ckpt"
+    assert mirror.is_relative_to(runs_outside_home) and mirror.is_file()
+    assert checkpoint_step(mirror) == checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 20
+    assert not list((run_dir / "checkpoints").glob("*.partial"))  # saves are renamed into place
+
+
+def test_warm_start_continues_the_step_count_and_refuses_another_architecture(trained, tmp_path):
+    _, export = trained  # 20 steps (24 after the resume test) of TINY_RUN
+    from safetensors import safe_open
+
+    with safe_open(str(export), "pt") as handle:
+        steps = int(handle.metadata()["global_step"])
+    warm = train_farsee(None, {**TINY_RUN, "run_dir": str(tmp_path / "warm"), "init_weights": str(export),
+                               "max_steps": steps + 3})
+    logged = [step for step, _ in _logged(tmp_path / "warm", "train/loss")]
+    assert len(logged) == 3  # only the steps the shipped weights had not taken yet
+    with safe_open(str(warm), "pt") as handle:
+        assert handle.metadata()["global_step"] == str(steps + 3)
+    with pytest.raises(WeightsError, match="does not match the recipe's architecture: width 32 .* vs 16"):
+        train_farsee(None, {**TINY_RUN, "run_dir": str(tmp_path / "other"), "init_weights": str(export),
+                            "model": {"width": 16}})

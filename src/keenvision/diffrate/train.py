@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.data import data_root
+from ..core.training import checkpoint_callbacks, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -184,16 +185,15 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
         source = config["init_weights"]
         source = packaged_weights(SHIPPED["cifar10-vit"]) if source == "shipped" else source
         load_into(module.model, load_weights(source), str(source))
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
-                                                      every_n_train_steps=config["checkpoint_every"], save_top_k=0)
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        precision=config["precision"], callbacks=[checkpoints], default_root_dir=run_dir,
+                        precision=config["precision"],
+                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), default_root_dir=run_dir,
                         val_check_interval=config["val_every"], check_val_every_n_epoch=None,
                         logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"), log_every_n_steps=50,
                         enable_progress_bar=False)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     trainer.fit(module, DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True),
-                DataLoader(test, batch_size=500), ckpt_path=str(last) if config["resume"] and last.is_file() else None,
+                DataLoader(test, batch_size=500), ckpt_path=str(resume_from) if resume_from else None,
                 weights_only=True)
     return export_vit(module.model, config["model"], run_dir / "cifar10_vit.safetensors", trainer.global_step)
 

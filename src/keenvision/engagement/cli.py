@@ -43,9 +43,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="random seed")
     train.set_defaults(handler=run_train)
 
-    evaluate = tools.add_parser("eval", help="MSE and per-level MSE of an ensemble on a labelled features NPZ")
-    evaluate.add_argument("--features", type=Path, required=True, help="NPZ with features [N, S, D] and labels [N]")
-    evaluate.add_argument("--weights", help=WEIGHTS_HELP + " (default: the shipped model of the file's layout)")
+    evaluate = tools.add_parser(
+        "eval", help="MSE and per-level MSE of ensembles on labelled features NPZ files, and their fusion",
+        description="Score an ensemble on each --features file (the shipped model of its layout unless --weights "
+                    "names one per file, in the same order). Two or more files of the same videos (e.g. OpenFace "
+                    "and VGGFace2) also give the fused prediction, their mean.")
+    evaluate.add_argument("--features", type=Path, required=True, action="append",
+                          help="NPZ with features [N, S, D] and labels [N]; repeat for other layouts of the videos")
+    evaluate.add_argument("--weights", action="append",
+                          help=WEIGHTS_HELP + " (default: the shipped model of the file's layout); one per --features")
+    evaluate.add_argument("--plot", type=Path, help="PNG of predicted vs true intensity per level (calibration)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     evaluate.set_defaults(handler=run_eval)
 
@@ -101,21 +108,62 @@ def _shipped_for(layout) -> str:
     return name
 
 
+def _eval_line(row: dict, videos: int) -> str:
+    """One printed line of `run_eval`: MSE, and per level its MSE, count and mean prediction."""
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    per_level = ", ".join(f"{level}: {number(mse)} (n {row['count_per_level'][level]}, mean prediction "
+                          f"{number(row['mean_prediction_per_level'][level])})"
+                          for level, mse in row["mse_per_level"].items())
+    layout = f" [{row['layout']}]" if row["layout"] else ""
+    return f"{row['name']}{layout}: MSE {row['mse']:.4f} on {videos} videos; per level {per_level}"
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .data import evaluate_predictions, load_features
     from .ensemble import load_engagement
 
-    data = load_features(args.features)
-    weights = args.weights or _shipped_for(data.layout)
-    ensemble = load_engagement(weights)
-    intensity, _ = ensemble.predict(data.features, feature_set=data.layout.feature_set)
-    result = evaluate_predictions(intensity, data.labels)
-    per_level = ", ".join(f"{level}: {'-' if mse is None else f'{mse:.4f}'} ({result['count_per_level'][level]})"
-                          for level, mse in result["mse_per_level"].items())
-    print(f"{weights} on {args.features} [{len(data.labels)} videos, {data.layout}]: MSE {result['mse']:.4f}; "
-          f"per level {per_level}")
+    if args.weights and len(args.weights) != len(args.features):
+        raise UsageError(f"give one --weights per --features ({len(args.weights)} for {len(args.features)})")
+    rows, predictions, labels = [], {}, None
+    for index, path in enumerate(args.features):
+        data = load_features(path)
+        if labels is not None and (data.labels.shape != labels.shape or not np.allclose(data.labels, labels)):
+            raise UsageError(f"--features {path}: not the videos of {args.features[0]} (labels differ); fusion "
+                             "needs the same videos in the same order")
+        labels = data.labels
+        weights = args.weights[index] if args.weights else _shipped_for(data.layout)
+        ensemble = load_engagement(weights)
+        intensity, _ = ensemble.predict(data.features, feature_set=data.layout.feature_set)
+        name = str(weights)
+        predictions[name] = intensity
+        rows.append({"name": name, "features": str(path), "layout": str(data.layout),
+                     **evaluate_predictions(intensity, labels)})
+        if ensemble.ridge is not None:  # the simple baseline inside the ensemble, scored on its own beside it
+            ridge = ensemble.ridge.predict(data.features)
+            rows.append({"name": f"{name}: ridge member alone", "features": str(path), "layout": str(data.layout),
+                         **evaluate_predictions(ridge, labels)})
+    if len(predictions) > 1:
+        fused = np.mean(list(predictions.values()), 0)
+        predictions["fused"] = fused
+        rows.append({"name": "fused (mean of the ensembles)", "features": None, "layout": None,
+                     **evaluate_predictions(fused, labels)})
+    for row in rows:
+        print(_eval_line(row, len(labels)))
+    if args.plot:
+        from .predict import plot_calibration
+
+        short = {Path(name).name if name.endswith(".safetensors") else name: values
+                 for name, values in predictions.items()}
+        print(f"calibration plot: {plot_calibration(short, labels, args.plot)}")
     if args.json:
-        print_json({"weights": str(weights), "features": str(args.features), "videos": len(data.labels), **result})
+        main_row = rows[-1] if len(predictions) > 1 else rows[0]
+        print_json({"weights": main_row["name"], "features": [str(p) for p in args.features], "videos": len(labels),
+                    **{k: v for k, v in main_row.items() if k not in ("name", "features", "layout")},
+                    "results": rows})
     return 0
 
 

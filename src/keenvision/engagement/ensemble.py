@@ -1,10 +1,12 @@
 """The bootstrap-aggregated ensemble: N `MILEngagementRegressor` s with the standardisation they were trained with,
-for one feature layout; saved as one safetensors file and loaded with `load_engagement`.
+for one feature layout, optionally blended with a ridge member; saved as one safetensors file and loaded with
+`load_engagement`.
 
 File format (``format = keenvision.engagement`` in the metadata): tensors ``model<i>.<parameter>`` for i < N and
 ``standardiser.center`` / ``standardiser.scale`` ``[D]``; metadata ``architecture`` (JSON constructor arguments),
 ``models`` (N), ``clip``, the layout (``feature_set``, ``segments``, ``dim``) and free-form strings (OOB MSE, the
-training config).
+training config). With a ridge member: tensors ``ridge.center``, ``ridge.scale`` ``[D]``, ``ridge.weights`` ``[2D]``,
+``ridge.bias`` ``[1]`` and metadata ``ridge_weight`` (its share of the intensity), ``ridge_penalty``.
 """
 
 from __future__ import annotations
@@ -17,25 +19,33 @@ import numpy as np
 import torch
 
 from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights, save_weights
+from .baseline import RidgeEngagement
 from .data import FeatureLayout, FeatureStandardiser
 from .model import MILEngagementRegressor
 
 # shipped ensembles: name -> file under keenvision/weights/
 SHIPPED = {"engagement-openface-15": "engagement_openface_15seg.safetensors",
-           "engagement-openface-21": "engagement_openface_21seg.safetensors"}
+           "engagement-openface-21": "engagement_openface_21seg.safetensors",
+           "engagement-vggface2-15": "engagement_vggface2_15seg.safetensors"}
 FORMAT = "keenvision.engagement"
 
 
 class EngagementEnsemble:
-    """Averages the intensity and per-segment scores of its models on standardised features of one layout."""
+    """Averages the intensity and per-segment scores of its models on standardised features of one layout; with a
+    ``ridge`` member the intensity is ``(1 - ridge_weight) * models' mean + ridge_weight * ridge`` (the per-segment
+    scores stay the models': ridge sees only whole videos)."""
 
     def __init__(self, models: Sequence[MILEngagementRegressor], standardiser: FeatureStandardiser,
-                 layout: FeatureLayout, metadata: dict[str, str] | None = None):
+                 layout: FeatureLayout, metadata: dict[str, str] | None = None, ridge: RidgeEngagement | None = None,
+                 ridge_weight: float = 0.0):
         if not models:
             raise ValueError("an ensemble needs at least one model")
+        if not 0 <= ridge_weight <= 1 or (ridge_weight and ridge is None):
+            raise ValueError(f"ridge_weight must be in [0, 1] and needs a ridge member, got {ridge_weight}")
         self.models = [model.eval() for model in models]
         self.standardiser, self.layout = standardiser, layout
         self.metadata = dict(metadata or {})
+        self.ridge, self.ridge_weight = ridge, float(ridge_weight)
 
     def __len__(self) -> int:
         return len(self.models)
@@ -67,7 +77,11 @@ class EngagementEnsemble:
             model_intensity, model_segments = model(inputs)
             intensity += model_intensity
             segments += model_segments
-        return (intensity / len(self.models)).numpy(), (segments / len(self.models)).numpy()
+        intensity = (intensity / len(self.models)).numpy()
+        if self.ridge_weight:
+            ridge = self.ridge.predict(features).astype(np.float32)
+            intensity = (1 - self.ridge_weight) * intensity + self.ridge_weight * ridge
+        return intensity.astype(np.float32), (segments / len(self.models)).numpy()
 
     def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
         """Write the ensemble (fp32) to ``path``; ``extra`` strings join the metadata."""
@@ -78,6 +92,12 @@ class EngagementEnsemble:
         metadata = {**self.metadata, **(extra or {}), "format": FORMAT, "models": str(len(self.models)),
                     "architecture": json.dumps(self.models[0].architecture()), "clip": repr(self.standardiser.clip),
                     **self.layout.as_metadata()}
+        if self.ridge is not None:
+            state["ridge.center"] = torch.from_numpy(np.asarray(self.ridge.standardiser.center, np.float32))
+            state["ridge.scale"] = torch.from_numpy(np.asarray(self.ridge.standardiser.scale, np.float32))
+            state["ridge.weights"] = torch.from_numpy(np.asarray(self.ridge.weights, np.float32))
+            state["ridge.bias"] = torch.tensor([self.ridge.bias], dtype=torch.float32)
+            metadata.update(ridge_weight=repr(self.ridge_weight), ridge_penalty=repr(self.ridge.penalty))
         save_weights(state, path, metadata)
         return Path(path)
 
@@ -100,6 +120,14 @@ def load_engagement(name_or_path: str | Path = "engagement-openface-15") -> Enga
         models.append(model)
     standardiser = FeatureStandardiser(state["standardiser.center"].numpy(), state["standardiser.scale"].numpy(),
                                        float(metadata["clip"]))
-    known = {"format", "models", "architecture", "clip", "feature_set", "segments", "dim"}
+    ridge = None
+    if "ridge.weights" in state:
+        ridge = RidgeEngagement(FeatureStandardiser(state["ridge.center"].numpy(), state["ridge.scale"].numpy(),
+                                                    float(metadata["clip"])),
+                                state["ridge.weights"].double().numpy(), float(state["ridge.bias"][0]),
+                                float(metadata.get("ridge_penalty", "nan")))
+    known = {"format", "models", "architecture", "clip", "feature_set", "segments", "dim", "ridge_weight",
+             "ridge_penalty"}
     return EngagementEnsemble(models, standardiser, FeatureLayout.from_metadata(metadata),
-                              {k: v for k, v in metadata.items() if k not in known})
+                              {k: v for k, v in metadata.items() if k not in known}, ridge,
+                              float(metadata.get("ridge_weight", 0.0)))

@@ -33,19 +33,30 @@ class MILEngagementRegressor(nn.Module):
         lstm_layers: stacked LSTM layers (2 in the 2019 code).
         mlp: widths of the MLP after the LSTM (ReLU after each); the last is the segment feature width F.
         dropout: dropout on the LSTM output and between MLP layers (0 in the 2019 code).
+        input_mlp: widths of dense layers (ReLU) applied to each segment's features before the LSTM (none in the
+            2019 code; the 2019 winners' OpenFace/VGGFace2 models have one, littleZY/SML_EW_EmotiW2019).
+        across_segments: for ``[B, S, D]`` input, run the LSTM over the S segments in order (a video-level sequence,
+            as the 2019 winners do) instead of over each segment alone; pooling stays attention over segments.
 
     ``forward(x)`` -> ``(intensity [B] in [0, 1], segment_scores [B, S] in [0, 1])``; the segment scores are the
     same two heads applied to each segment's own feature, for a timeline of the video.
     """
 
     def __init__(self, input_dim: int, hidden: int = 64, lstm_layers: int = 2, mlp: Sequence[int] = (128, 64, 32),
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, input_mlp: Sequence[int] = (), across_segments: bool = False):
         super().__init__()
         if not mlp:
             raise ValueError("mlp needs at least one width (the segment feature width)")
         self.input_dim, self.hidden, self.lstm_layers = int(input_dim), int(hidden), int(lstm_layers)
         self.mlp_widths, self.dropout = tuple(int(w) for w in mlp), float(dropout)
-        self.lstm = nn.LSTM(self.input_dim, self.hidden, num_layers=self.lstm_layers, batch_first=True,
+        self.input_widths, self.across_segments = tuple(int(w) for w in input_mlp), bool(across_segments)
+        layers: list[nn.Module] = []
+        width = self.input_dim
+        for out in self.input_widths:
+            layers += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(self.dropout)]
+            width = out
+        self.input_layers = nn.Sequential(*layers)
+        self.lstm = nn.LSTM(width, self.hidden, num_layers=self.lstm_layers, batch_first=True,
                             dropout=self.dropout if self.lstm_layers > 1 else 0.0)
         layers: list[nn.Module] = [nn.Dropout(self.dropout)]
         width = self.hidden
@@ -61,15 +72,20 @@ class MILEngagementRegressor(nn.Module):
     def architecture(self) -> dict:
         """The constructor's arguments (stored in exports)."""
         return {"input_dim": self.input_dim, "hidden": self.hidden, "lstm_layers": self.lstm_layers,
-                "mlp": list(self.mlp_widths), "dropout": self.dropout}
+                "mlp": list(self.mlp_widths), "dropout": self.dropout, "input_mlp": list(self.input_widths),
+                "across_segments": self.across_segments}
 
     def segment_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, S, D]`` or ``[B, S, T, D]`` -> segment features ``f`` ``[B, S, F]``."""
-        if inputs.ndim == 3:
-            inputs = inputs.unsqueeze(2)  # each segment a length-1 sequence
-        if inputs.ndim != 4 or inputs.shape[-1] != self.input_dim:
+        if inputs.ndim not in (3, 4) or inputs.shape[-1] != self.input_dim:
             raise ValueError(f"expected [B, S, {self.input_dim}] or [B, S, T, {self.input_dim}] inputs, "
                              f"got {tuple(inputs.shape)}")
+        inputs = self.input_layers(inputs)
+        if inputs.ndim == 3 and self.across_segments:
+            encoded, _ = self.lstm(inputs)  # one sequence of S segments per video: [B, S, hidden]
+            return self.mlp(encoded)
+        if inputs.ndim == 3:
+            inputs = inputs.unsqueeze(2)  # each segment a length-1 sequence
         batch, segments, steps, dim = inputs.shape
         encoded, _ = self.lstm(inputs.reshape(batch * segments, steps, dim))
         return self.mlp(encoded[:, -1]).reshape(batch, segments, -1)

@@ -213,3 +213,50 @@ def plot_timeline(prediction: EngagementPrediction, path: str | Path, title: str
     figure.savefig(buffer, format="png")
     write_atomic(path, buffer.getvalue())
     return Path(path)
+
+
+def plot_calibration(predictions: dict[str, np.ndarray], labels: np.ndarray, path: str | Path,
+                     title: str = "") -> Path:
+    """A PNG of predicted against true intensity per level, one column of points per model (``predictions``: name
+    -> ``[N]``) at each of the four levels, the mean prediction of each level joined by a line, and the diagonal a
+    calibrated model would follow. Written atomically."""
+    from matplotlib.figure import Figure
+
+    from .data import intensity_level
+
+    labels = np.asarray(labels, np.float64)
+    levels = intensity_level(labels)
+    figure = Figure(figsize=(6, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="#bbbbbb", linestyle="--", linewidth=1, label="calibrated")
+    width = 0.6 / max(1, len(predictions))
+    colours = ("#08519c", "#e6550d", "#31a354", "#756bb1", "#636363")
+    rng = np.random.default_rng(0)  # jitter only spreads the points sideways, for legibility
+    for index, (name, values) in enumerate(predictions.items()):
+        values = np.asarray(values, np.float64)
+        offset = (index - (len(predictions) - 1) / 2) * width * 0.3
+        colour = colours[index % len(colours)]
+        means = []
+        for level, value in enumerate(LEVEL_VALUES):
+            chosen = levels == level
+            if not chosen.any():
+                means.append(np.nan)
+                continue
+            x = value + offset + rng.uniform(-0.02, 0.02, chosen.sum())
+            axes.scatter(x, values[chosen], s=10, color=colour, alpha=0.35)
+            means.append(values[chosen].mean())
+        mse = float(np.mean((values - labels) ** 2))
+        axes.plot(np.asarray(LEVEL_VALUES) + offset, means, "o-", color=colour, label=f"{name} (MSE {mse:.4f})")
+    axes.set_xticks(LEVEL_VALUES)
+    axes.set_yticks(LEVEL_VALUES)
+    axes.set_xlim(-0.1, 1.1)
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_xlabel("true level")
+    axes.set_ylabel("predicted intensity")
+    axes.set_title(title or f"predicted vs true per level ({len(labels)} videos)", fontsize=9)
+    axes.legend(loc="upper left", fontsize=8, framealpha=0.8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+    return Path(path)

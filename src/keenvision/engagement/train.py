@@ -33,23 +33,26 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..core.data import data_root
+from ..core.recipe import read_recipe_layers
+from .baseline import fit_ridge
 from .data import (
     EngagementFeatures,
     FeatureLayout,
     FeatureStandardiser,
     evaluate_predictions,
     intensity_level,
+    learner_groups,
     load_features,
 )
 from .ensemble import EngagementEnsemble
 from .losses import RANK_MARGIN, engagement_loss
 from .model import MILEngagementRegressor
 
-DEFAULT_MODEL = {"hidden": 64, "lstm_layers": 2, "mlp": [128, 64, 32], "dropout": 0.0}
+DEFAULT_MODEL = {"hidden": 64, "lstm_layers": 2, "mlp": [128, 64, 32], "dropout": 0.0, "input_mlp": [],
+                 "across_segments": False}
 
 DEFAULT_CONFIG = {
     "run_dir": "runs/engagement/openface_15seg", "seed": 0,
@@ -63,6 +66,11 @@ DEFAULT_CONFIG = {
     "rank_weight": 0.0,  # 0: MSE only (as the 2019 code trained); > 0 adds the rank loss on the pooled features
     "rank_margin": RANK_MARGIN,
     "bag_models": 10, "bootstrap": True,  # N models, each on a bootstrap resample (False: all data, other seeds)
+    # the intensity blends the models' mean with ridge on segment mean+std (baseline.py): 0 models only, 1 ridge only
+    "ridge_weight": 0.0,
+    # face-recognition features of the same videos (a VGGFace2 NPZ) whose pseudo-learners (`learner_groups`) keep
+    # each learner's videos in one fold of every CV; null: folds by video (optimistic: learners recur)
+    "learner_groups_from": None,
     "cv_folds": 5, "cv_repeats": 1,  # cross-validation of the recipe before the final training (0: skip)
     "select": None,  # {key: [candidates]} chosen by CV on the training data (nested inside the outer CV)
     "select_folds": 4, "select_bag_models": 1,  # the selection's inner CV (single models: the grid is costly)
@@ -75,7 +83,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
     Unknown keys raise ValueError."""
     config = {**copy.deepcopy(DEFAULT_CONFIG), "model": dict(DEFAULT_MODEL)}
-    layers = [yaml.safe_load(Path(path).read_text()) or {}] if path is not None else []
+    layers = read_recipe_layers(path) if path is not None else []
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
     for layer in layers:
         config.update({k: v for k, v in layer.items() if k != "model"})
@@ -126,6 +134,31 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
         assignment[members] = (np.arange(len(members)) + offset) % folds
         offset += len(members)
     return assignment
+
+
+def grouped_stratified_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold index ``[N]`` with every group (learner) whole in one fold: groups in a seeded order, largest first,
+    each into the fold where it brings the level counts closest to an equal share (least squared excess)."""
+    rng = np.random.default_rng(seed)
+    levels = intensity_level(labels)
+    names = rng.permutation(np.unique(groups))
+    counts = {name: np.bincount(levels[groups == name], minlength=4) for name in names}
+    names = sorted(names, key=lambda name: -counts[name].sum())  # stable: the seeded order breaks ties
+    target = np.bincount(levels, minlength=4) / folds
+    filled = np.zeros((folds, 4))
+    fold_of = {}
+    for name in names:
+        cost = (((filled + counts[name] - target).clip(min=0)) ** 2).sum(1) + 1e-3 * filled.sum(1)
+        fold_of[name] = int(np.argmin(cost + 1e-9 * rng.random(folds)))
+        filled[fold_of[name]] += counts[name]
+    return np.array([fold_of[name] for name in groups], np.int64)
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """`grouped_stratified_folds` when ``groups`` (learners) are known, else `stratified_folds`."""
+    if groups is None:
+        return stratified_folds(labels, folds, seed)
+    return grouped_stratified_folds(labels, groups, folds, seed)
 
 
 def bootstrap_resamples(count: int, models: int, seed: int) -> list[np.ndarray]:
@@ -197,9 +230,11 @@ def fit_model(features: np.ndarray, labels: np.ndarray, config: dict, seed: int)
 
 
 def fit_ensemble(features: np.ndarray, labels: np.ndarray, config: dict, seed: int,
-                 layout: FeatureLayout | None = None) -> tuple[EngagementEnsemble, list[np.ndarray]]:
+                 layout: FeatureLayout | None = None,
+                 groups: np.ndarray | None = None) -> tuple[EngagementEnsemble, list[np.ndarray]]:
     """The standardisation fitted on these (training) videos and ``bag_models`` models on bootstrap resamples of
-    them (or on all of them, ``bootstrap: false``) -> ``(ensemble, resamples)``."""
+    them (or on all of them, ``bootstrap: false``), and with ``ridge_weight`` > 0 a ridge member whose penalty a
+    4-fold CV (by learner with ``groups``) on these videos chooses -> ``(ensemble, resamples)``."""
     standardiser = FeatureStandardiser.fit(features, config["standardise_clip"])
     standard = standardiser(features)
     if config["bootstrap"]:
@@ -209,7 +244,10 @@ def fit_ensemble(features: np.ndarray, labels: np.ndarray, config: dict, seed: i
     models = [fit_model(standard[resample], labels[resample], config, seed * 1000 + index)
               for index, resample in enumerate(resamples)]
     layout = layout or FeatureLayout("unknown", features.shape[1], features.shape[2])
-    return EngagementEnsemble(models, standardiser, layout), resamples
+    ridge = None
+    if config["ridge_weight"]:
+        ridge = fit_ridge(features, labels, cv_folds(labels, 4, seed, groups), clip=config["standardise_clip"])
+    return EngagementEnsemble(models, standardiser, layout, ridge=ridge, ridge_weight=config["ridge_weight"]), resamples
 
 
 def member_predictions(ensemble: EngagementEnsemble, features: np.ndarray) -> np.ndarray:
@@ -220,24 +258,28 @@ def member_predictions(ensemble: EngagementEnsemble, features: np.ndarray) -> np
 
 
 def cross_validate(features: np.ndarray, labels: np.ndarray, config: dict, folds: int | None = None,
-                   repeats: int | None = None, seed: int | None = None, nested_select: bool = True) -> dict:
-    """Stratified K-fold CV of the recipe (``repeats`` times with different fold seeds). Each fold: (selection by
-    inner CV when ``config["select"]`` and ``nested_select``), standardisation and ensemble on the training folds,
-    MSE on the held-out fold. Returns ``{"mse", "mse_std", "fold_mse", "mse_per_level", "count_per_level",
+                   repeats: int | None = None, seed: int | None = None, nested_select: bool = True,
+                   groups: np.ndarray | None = None) -> dict:
+    """Stratified K-fold CV of the recipe (``repeats`` times with different fold seeds), by learner when ``groups``
+    ([N] learner index, `learner_groups`) is given. Each fold: (selection by inner CV, also by learner, when
+    ``config["select"]`` and ``nested_select``), standardisation and ensemble on the training folds, MSE on the
+    held-out fold. Returns ``{"mse", "mse_std", "fold_mse", "mse_per_level", "count_per_level",
     "predictions" [repeats, N], "chosen"}``."""
     folds = folds or config["cv_folds"]
     repeats = repeats or config["cv_repeats"]
     seed = config["seed"] if seed is None else seed
     fold_mse, predictions, chosen = [], np.zeros((repeats, len(labels))), []
     for repeat in range(repeats):
-        assignment = stratified_folds(labels, folds, seed + 7919 * repeat)
+        assignment = cv_folds(labels, folds, seed + 7919 * repeat, groups)
         for fold in range(folds):
             train, held_out = assignment != fold, assignment == fold
             recipe = config
             if config.get("select") and nested_select:
-                recipe, _ = select_hyperparameters(features[train], labels[train], config, seed + fold)
+                recipe, _ = select_hyperparameters(features[train], labels[train], config, seed + fold,
+                                                   None if groups is None else groups[train])
                 chosen.append({key: _get(recipe, key) for key in config["select"]})
-            ensemble, _ = fit_ensemble(features[train], labels[train], recipe, seed + 100 * repeat + fold)
+            ensemble, _ = fit_ensemble(features[train], labels[train], recipe, seed + 100 * repeat + fold,
+                                       groups=None if groups is None else groups[train])
             predictions[repeat, held_out] = ensemble.predict(features[held_out])[0]
             fold_mse.append(float(np.mean((predictions[repeat, held_out] - labels[held_out]) ** 2)))
     pooled = evaluate_predictions(predictions.reshape(-1), np.tile(labels, repeats))
@@ -250,9 +292,10 @@ def _get(config: dict, key: str):
     return config["model"][key[6:]] if key.startswith("model.") else config[key]
 
 
-def select_hyperparameters(features: np.ndarray, labels: np.ndarray, config: dict, seed: int) -> tuple[dict, list]:
-    """Grid search of ``config["select"]`` by ``select_folds``-fold CV on these videos with ``select_bag_models``
-    models per fold -> ``(the best config, [(setting, cv mse), ...])``."""
+def select_hyperparameters(features: np.ndarray, labels: np.ndarray, config: dict, seed: int,
+                           groups: np.ndarray | None = None) -> tuple[dict, list]:
+    """Grid search of ``config["select"]`` by ``select_folds``-fold CV on these videos (by learner with
+    ``groups``) with ``select_bag_models`` models per fold -> ``(the best config, [(setting, cv mse), ...])``."""
     grid = config["select"]
     keys = list(grid)
     scored = []
@@ -260,13 +303,26 @@ def select_hyperparameters(features: np.ndarray, labels: np.ndarray, config: dic
         candidate = {**config, "select": None, "bag_models": config["select_bag_models"]}
         for key, value in zip(keys, values):
             candidate = with_setting(candidate, key, value)
-        result = cross_validate(features, labels, candidate, config["select_folds"], 1, seed, nested_select=False)
+        result = cross_validate(features, labels, candidate, config["select_folds"], 1, seed, nested_select=False,
+                                groups=groups)
         scored.append((dict(zip(keys, values)), result["mse"]))
     best = min(scored, key=lambda item: item[1])[0]
     recipe = {**config, "select": None}
     for key, value in best.items():
         recipe = with_setting(recipe, key, value)
     return recipe, scored
+
+
+def training_learner_groups(config: dict, labels: np.ndarray) -> np.ndarray | None:
+    """`learner_groups` of the recipe's ``learner_groups_from`` NPZ (None when unset). ValueError when that file
+    does not hold the same videos (count and labels) as the training features."""
+    if not config["learner_groups_from"]:
+        return None
+    faces = load_features(resolve_features_path(config["learner_groups_from"]))
+    if faces.labels.shape != labels.shape or not np.allclose(faces.labels, labels):
+        raise ValueError(f"learner_groups_from {config['learner_groups_from']}: not the training videos (its "
+                         f"{len(faces.labels)} labels differ from the features' {len(labels)})")
+    return learner_groups(faces.features)
 
 
 def _quiet_lightning() -> None:
@@ -282,18 +338,25 @@ def train_engagement(config_path: str | Path | None, overrides: dict | None = No
     _quiet_lightning()
     data: EngagementFeatures = load_features(resolve_features_path(config["features"]))
     features, labels = data.features, data.labels
+    groups = training_learner_groups(config, labels)
     report: dict = {"layout": data.layout.as_metadata(), "videos": len(labels)}
+    if groups is not None:
+        report["learners"] = int(groups.max() + 1)
+        print(f"cross-validation by learner: {groups.max() + 1} pseudo-learners from {config['learner_groups_from']}")
     if config["cv_folds"]:
-        cv = cross_validate(features, labels, config)
-        report["cv"] = {k: v for k, v in cv.items() if k != "predictions"}
+        cv = cross_validate(features, labels, config, groups=groups)
+        # the out-of-fold predictions too: recipes cross-validated on the same folds (same labels, learners and
+        # seed) fuse by averaging them (benchmarks/engagement_ablation.py --reports)
+        report["cv"] = {**{k: v for k, v in cv.items() if k != "predictions"}, "folds_by": "learner" if groups
+                        is not None else "video", "seed": config["seed"], "predictions": cv["predictions"].tolist()}
         print(f"cross-validated MSE {cv['mse']:.4f} +- {cv['mse_std']:.4f} ({config['cv_folds']} folds x "
               f"{config['cv_repeats']}), per level {json.dumps(cv['mse_per_level'])}")
     recipe = config
     if config["select"]:
-        recipe, scored = select_hyperparameters(features, labels, config, config["seed"])
+        recipe, scored = select_hyperparameters(features, labels, config, config["seed"], groups)
         report["selection"] = [{"setting": setting, "cv_mse": mse} for setting, mse in scored]
         print(f"selected {json.dumps({key: _get(recipe, key) for key in config['select']})}")
-    ensemble, resamples = fit_ensemble(features, labels, recipe, config["seed"], data.layout)
+    ensemble, resamples = fit_ensemble(features, labels, recipe, config["seed"], data.layout, groups)
     metadata = {"config": json.dumps(recipe), "videos": str(len(labels)), "trained_on": str(config["features"])}
     if config["bootstrap"]:
         oob, count = out_of_bag_predictions(member_predictions(ensemble, features), resamples)
@@ -301,7 +364,8 @@ def train_engagement(config_path: str | Path | None, overrides: dict | None = No
         oob_metrics = evaluate_predictions(oob[covered], labels[covered])
         report["oob"] = {**oob_metrics, "videos_scored": int(covered.sum())}
         metadata["oob_mse"] = f"{oob_metrics['mse']:.6f}"
-        print(f"out-of-bag MSE {oob_metrics['mse']:.4f} ({int(covered.sum())} of {len(labels)} videos scored)")
+        print(f"out-of-bag MSE of the MIL models {oob_metrics['mse']:.4f} ({int(covered.sum())} of {len(labels)} "
+              "videos scored)")
     if "cv" in report:
         metadata["cv_mse"] = f"{report['cv']['mse']:.6f}"
         metadata["cv_mse_std"] = f"{report['cv']['mse_std']:.6f}"

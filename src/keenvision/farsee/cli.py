@@ -63,7 +63,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", type=Path, help="dataset root with classes.json and <split>/images|labels, "
                                                     "or a Cityscapes root with leftImg8bit/ and gtFine/ "
                                                     "(default: $KEEN_DATA/camvid)")
-    evaluate.add_argument("--split", default="val", help="split folder: val (default), test, ...")
+    evaluate.add_argument("--split", help="split folder: val (default), test, ...; CamVid folders may be joined "
+                                         "with + (train+val, the default with --drive)")
+    evaluate.add_argument("--drive", help="CamVid: score only this drive's frames, e.g. 0006R0 (the held-out drive of "
+                                          "configs/farsee/camvid_holdout.yaml)")
     evaluate.add_argument("--weights", default="farsee-camvid", help=WEIGHTS_HELP)
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     evaluate.add_argument("--batch-size", type=int, default=2, help="images per forward (default 2)")
@@ -168,18 +171,21 @@ def run_eval(args: argparse.Namespace) -> int:
     data = args.data or data_root() / "camvid"
     if not data.is_dir():
         raise UsageError(f"--data {data}: no such folder")
-    split_folder = data / "leftImg8bit" / args.split if (data / "leftImg8bit").is_dir() else data / args.split
-    if not split_folder.is_dir():
-        raise UsageError(f"--split {args.split}: {split_folder} does not exist")
+    args.split = args.split or ("train+val" if args.drive else "val")
+    for part in args.split.split("+"):
+        split_folder = data / "leftImg8bit" / part if (data / "leftImg8bit").is_dir() else data / part
+        if not split_folder.is_dir():
+            raise UsageError(f"--split {args.split}: {split_folder} does not exist")
     model = _load(args.weights, args.device)
     result = evaluate_segmentation(model, data, args.split, batch_size=args.batch_size,
-                                   device=next(model.parameters()).device, limit=args.limit)
+                                   device=next(model.parameters()).device, limit=args.limit, drive=args.drive)
     for message in result["skipped"]:
         print(f"keen farsee eval: skipped {message}", file=sys.stderr)
     rows = [[name, "absent" if value is None else f"{100 * value:.2f}"]
             for name, value in result["per_class_iou"].items()]
     print(format_table(["class", "IoU %"], rows))
-    print(f"{args.weights} on {data} [{args.split}, {result['images']} images]: mIoU {100 * result['miou']:.2f}%, "
+    where = f"{args.split}, drive {args.drive}" if args.drive else args.split
+    print(f"{args.weights} on {data} [{where}, {result['images']} images]: mIoU {100 * result['miou']:.2f}%, "
           f"pixel accuracy {100 * result['pixel_accuracy']:.2f}%")
     if args.json:
         print_json({"weights": str(args.weights), "data": str(data), **result})

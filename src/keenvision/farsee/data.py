@@ -38,6 +38,24 @@ def normalise(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
+def jitter_colour(image: np.ndarray, strength: float) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` with brightness, contrast and saturation each multiplied by a factor drawn uniformly
+    from ``[1 - strength, 1 + strength]`` (torch's generator), in a random order, as torchvision's ColorJitter."""
+    pixels = image.astype(np.float32)
+    factors = 1 + strength * (2 * torch.rand(3).numpy() - 1)
+    for operation in torch.randperm(3).tolist():
+        if operation == 0:  # brightness
+            pixels = pixels * factors[0]
+        elif operation == 1:  # contrast, about the mean grey level
+            grey = (pixels @ np.array([0.299, 0.587, 0.114], np.float32)).mean()
+            pixels = (pixels - grey) * factors[1] + grey
+        else:  # saturation, about each pixel's grey
+            grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+            pixels = (pixels - grey[..., None]) * factors[2] + grey[..., None]
+        pixels = np.clip(pixels, 0, 255)
+    return pixels.astype(np.uint8)
+
+
 class Normalise:
     """The evaluation transform: normalisation only, full image."""
 
@@ -55,7 +73,9 @@ class TrainAugmentation:
     - crop: ``crop_size`` (height, width) at a uniform position; a scaled image smaller than the crop is padded at
       the bottom/right, the label with ``ignore_index`` (so padding never counts) and the image with the mean colour
       (0 after normalisation);
-    - flip: left-right with probability ``flip_probability``.
+    - flip: left-right with probability ``flip_probability``;
+    - colour: brightness, contrast and saturation each scaled by a factor uniform in ``1 +- colour_jitter``
+      (`jitter_colour`; 0 = off): an unseen drive is mostly another light and another camera exposure.
 
     The default ``scale_range`` (0.5, 2.0) is the common Cityscapes choice; the CamVid recipe narrows it (see
     configs/farsee/camvid.yaml). Randomness comes from torch's generator, which DataLoader seeds per worker.
@@ -63,7 +83,7 @@ class TrainAugmentation:
 
     def __init__(self, crop_size: Sequence[int], ignore_index: int, scale_range: Sequence[float] = (0.5, 2.0),
                  flip_probability: float = 0.5, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD):
+                 std: Sequence[float] = IMAGENET_STD, colour_jitter: float = 0.0):
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f"crop_size must be (height, width), got {crop_size}")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
@@ -72,6 +92,9 @@ class TrainAugmentation:
         self.ignore_index = int(ignore_index)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip_probability = float(flip_probability)
+        if not 0 <= colour_jitter < 1:
+            raise ValueError(f"colour_jitter must be in [0, 1), got {colour_jitter}")
+        self.colour_jitter = float(colour_jitter)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +105,8 @@ class TrainAugmentation:
         if size != (width, height):
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        if self.colour_jitter > 0:
+            image = jitter_colour(image, self.colour_jitter)
         image_tensor = normalise(image, self.mean, self.std)
         label_tensor = torch.from_numpy(label.astype(np.int64))
         pad_bottom = max(0, self.crop_height - label_tensor.shape[0])
@@ -207,19 +232,47 @@ class CamVidDataset(SegmentationDataset):
         classes = json.loads(classes_file.read_text())
         if not isinstance(classes.get("classes"), list) or "ignore_index" not in classes:
             raise ValueError(f"{classes_file}: expected keys 'classes' (a list) and 'ignore_index'")
-        image_folder = _require_folder(root / split / "images")
-        label_folder = _require_folder(root / split / "labels")
-        images = sorted(p for p in image_folder.iterdir()
-                        if p.suffix.lower() in CAMVID_IMAGE_SUFFIXES and not p.name.startswith("."))
-        if not images:
-            raise ValueError(f"{image_folder}: no .jpg or .png images")
-        labels = {p.stem: p for p in label_folder.glob("*.png")}
-        missing = [p for p in images if p.stem not in labels]
-        if missing:
-            raise _missing_labels_error(missing, label_folder)
-        super().__init__([(p, labels[p.stem]) for p in images], classes["classes"], classes["ignore_index"],
-                         transform)
+        pairs = []
+        for part in split.split("+"):  # "train+val": the frames of both folders
+            image_folder = _require_folder(root / part / "images")
+            label_folder = _require_folder(root / part / "labels")
+            images = sorted(p for p in image_folder.iterdir()
+                            if p.suffix.lower() in CAMVID_IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not images:
+                raise ValueError(f"{image_folder}: no .jpg or .png images")
+            labels = {p.stem: p for p in label_folder.glob("*.png")}
+            missing = [p for p in images if p.stem not in labels]
+            if missing:
+                raise _missing_labels_error(missing, label_folder)
+            pairs += [(p, labels[p.stem]) for p in images]
+        super().__init__(pairs, classes["classes"], classes["ignore_index"], transform)
         self.root, self.split = root, split
+
+    def drives(self) -> dict[str, int]:
+        """Frames per drive (`camvid_drive` of each file name), e.g. ``{"0001TP": 62, "0006R0": 101, ...}``."""
+        counts: dict[str, int] = {}
+        for image, _ in self.pairs:
+            counts[camvid_drive(image)] = counts.get(camvid_drive(image), 0) + 1
+        return dict(sorted(counts.items()))
+
+    def select_drive(self, drive: str, keep: bool) -> None:
+        """Keep only the frames of ``drive`` (``keep``) or all others. ValueError naming the drives there are when
+        ``drive`` has no frame here, or when nothing is left."""
+        known = self.drives()
+        if drive not in known:
+            raise ValueError(f"drive {drive!r} has no frame in {self.root / self.split}; its drives are "
+                             f"{', '.join(known)}")
+        pairs = [pair for pair in self.pairs if (camvid_drive(pair[0]) == drive) == keep]
+        if not pairs:
+            raise ValueError(f"no frame of {self.root / self.split} is left without drive {drive!r}")
+        self.pairs = pairs
+
+
+def camvid_drive(path: str | Path) -> str:
+    """The drive (video sequence) a CamVid frame comes from: the file name up to its first ``_``
+    (``0016E5_07959.jpg`` -> ``0016E5``). The SegNet split mixes drives: val is one drive whose other frames are
+    in train, so leaving a whole drive out is what measures streets a model has never seen."""
+    return Path(path).stem.split("_")[0]
 
 
 class CityscapesDataset(SegmentationDataset):

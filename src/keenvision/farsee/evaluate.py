@@ -57,6 +57,7 @@ def evaluate_segmentation(
     limit: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    drive: str | None = None,
 ) -> dict:
     """mIoU, per-class IoU and pixel accuracy of ``model`` on ``<data_dir>/<split>/images|labels`` (the
     `CamVidDataset` layout with ``classes.json``) or, where ``<data_dir>/leftImg8bit`` exists, on the Cityscapes
@@ -68,11 +69,13 @@ def evaluate_segmentation(
             class count. Logits at another size than the labels are resized bilinearly to the label size, so the
             score is always at the dataset's full resolution.
         data_dir: the dataset root (holding ``classes.json``).
-        split: split folder name (``val``, ``test``, ...).
+        split: split folder name (``val``, ``test``, ...); CamVid folders may be joined, ``train+val``.
         batch_size: images per forward (only consecutive images of one size are batched).
         device: where the model runs.
         limit: the first ``limit`` images only.
         mean, std: normalisation (default: the model's ``mean``/``std`` attributes, else ImageNet's).
+        drive: CamVid only: score only the frames of this drive (e.g. ``0006R0`` of ``train+val``, the held-out
+            drive of configs/farsee/camvid_holdout.yaml); ValueError naming the split's drives when it has none.
 
     Returns:
         ``{"split", "dataset", "images", "miou", "per_class_iou": {name: IoU or None}, "pixel_accuracy",
@@ -87,6 +90,10 @@ def evaluate_segmentation(
     std = tuple(std or getattr(model, "std", IMAGENET_STD))
     dataset_class = CityscapesDataset if (Path(data_dir) / "leftImg8bit").is_dir() else CamVidDataset
     dataset = dataset_class(data_dir, split, transform=Normalise(mean, std))
+    if drive is not None:
+        if dataset_class is not CamVidDataset:
+            raise ValueError("drive selects CamVid frames by file name; this is a Cityscapes root")
+        dataset.select_drive(drive, keep=True)
     model_classes = getattr(model, "num_classes", None)
     if model_classes is not None and model_classes != dataset.num_classes:
         raise ValueError(f"the model has {model_classes} classes, {Path(data_dir) / 'classes.json'} names "
@@ -126,6 +133,6 @@ def evaluate_segmentation(
         model.train(was_training)
     if len(skipped) == count:
         raise ValueError(f"no image/label pair of {Path(data_dir) / split} could be scored: {skipped[0]}")
-    return {"split": split, "dataset": "cityscapes" if dataset_class is CityscapesDataset else "camvid",
+    return {"split": split, "drive": drive, "dataset": "cityscapes" if dataset_class is CityscapesDataset else "camvid",
             "images": count - len(skipped), **scores.compute(), "num_classes": dataset.num_classes,
             "ignore_index": dataset.ignore_index, "skipped": skipped}

@@ -26,10 +26,11 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
 from ..core.recipe import read_recipe_layers
-from ..core.weights import save_weights
+from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
+from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
-from .model import FarSeeNet, build_farsee, export_metadata
+from .model import SHIPPED, FarSeeNet, build_farsee, export_metadata, load_farsee
 
 DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
                  "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12],
@@ -39,11 +40,13 @@ DEFAULT_CONFIG = {
     "run_dir": "runs/farsee/camvid", "seed": 0,
     "dataset": "camvid",  # camvid (CamVidDataset layout) or cityscapes
     "data_root": None,  # None: <KEEN_DATA>/<dataset>
-    "train_split": "train", "val_split": "val",
+    "train_split": "train", "val_split": "val",  # CamVid: several folders joined by "+" ("train+val")
+    # a CamVid drive (0001TP, 0006R0, 0016E5, ...): left out of training, and the only one validated on
+    "holdout_drive": None,
     "train_images": None, "val_images": None,  # use only the first so many images (quick runs and tests)
     "model": DEFAULT_MODEL,
     # augmentation (TrainAugmentation): crop (height, width) of the full-resolution image, scale range, flip
-    "crop_size": [320, 448], "scale_range": [0.75, 1.5], "flip": True,
+    "crop_size": [320, 448], "scale_range": [0.75, 1.5], "flip": True, "colour_jitter": 0.0,
     "batch_size": 8, "val_batch_size": 4, "num_workers": 0,
     "optimizer": "sgd",  # sgd (momentum, nesterov off) or adamw
     "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4, "poly_power": 0.9, "warmup_steps": 0,
@@ -53,6 +56,9 @@ DEFAULT_CONFIG = {
     "max_steps": 6000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
     "num_threads": 2, "precision": "auto",  # auto: 16-mixed on a GPU, 32-true on the CPU
     "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False,
+    # warm start (when there is no checkpoint to resume): a shipped name ("farsee-camvid") or an export's path; its
+    # weights are loaded and the step count (its global_step) continues, so each sitting adds to the last one
+    "init_weights": None,
     "export_name": "farsee_camvid.safetensors",  # written into run_dir at the end
 }
 
@@ -88,8 +94,11 @@ def make_datasets(config: dict):
     dataset_class = CamVidDataset if config["dataset"] == "camvid" else CityscapesDataset
     val = dataset_class(root, config["val_split"], Normalise())
     augment = TrainAugmentation(config["crop_size"], val.ignore_index, config["scale_range"],
-                                0.5 if config["flip"] else 0.0)
+                                0.5 if config["flip"] else 0.0, colour_jitter=config["colour_jitter"])
     train = dataset_class(root, config["train_split"], augment)
+    if config["holdout_drive"]:
+        train.select_drive(config["holdout_drive"], keep=False)
+        val.select_drive(config["holdout_drive"], keep=True)
     for dataset, count in ((train, config["train_images"]), (val, config["val_images"])):
         if count:
             dataset.pairs = dataset.pairs[:count]  # the first `count` pairs (tests, quick checks)
@@ -116,6 +125,7 @@ class SegmentationModule(L.LightningModule):
         self.use_class_weights = class_weights is not None
         self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
         self.last_val_iou: list[float] | None = None
+        self.start_step = 0  # steps already taken by warm-start weights: the schedule continues from there
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -148,6 +158,12 @@ class SegmentationModule(L.LightningModule):
         for name, value in zip(self.class_names, per_class):
             self.log(f"val/iou/{name}", value, sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["start_step"] = self.start_step  # a resumed warm start keeps its place in the schedule
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.start_step = int(checkpoint.get("start_step", 0))
+
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.ndim > 1]  # conv weights; BN and biases undecayed
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
@@ -160,21 +176,15 @@ class SegmentationModule(L.LightningModule):
         warmup, total, power = self.config["warmup_steps"], self.config["max_steps"], self.config["poly_power"]
 
         def factor(step: int) -> float:
-            """Linear warm-up, then poly decay ``(1 - step / max_steps) ^ power``."""
+            """Linear warm-up, then poly decay ``(1 - step / max_steps) ^ power`` (step counted from the warm
+            start's own steps)."""
+            step += self.start_step
             if step < warmup:
                 return (step + 1) / warmup
             return max(0.0, 1 - step / max(1, total)) ** power
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def resolve_precision(config: dict) -> str:
-    """``auto`` -> 16-mixed when training will run on a GPU, else 32-true (no AMP on the CPU)."""
-    if config["precision"] != "auto":
-        return str(config["precision"])
-    on_gpu = torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda")
-    return "16-mixed" if on_gpu else "32-true"
 
 
 def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:
@@ -188,11 +198,13 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
     if config["class_weights"] == "enet":
         class_weights = enet_class_weights(class_frequencies(train))
     module = SegmentationModule(config, train.num_classes, train.class_names, train.ignore_index, class_weights)
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
-                                                      every_n_train_steps=config["checkpoint_every"], save_top_k=0)
-    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        num_nodes=config["num_nodes"],
-                        precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
+    resume_from = resume_checkpoint(run_dir) if config["resume"] else None
+    if resume_from is None and config["init_weights"]:
+        module.start_step = warm_start(module.model, config["init_weights"])
+    trainer = L.Trainer(max_steps=config["max_steps"] - module.start_step, accelerator=config["accelerator"],
+                        devices=config["devices"], num_nodes=config["num_nodes"],
+                        precision=resolve_precision(config),
+                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), default_root_dir=run_dir,
                         val_check_interval=config["val_every"], check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
                         log_every_n_steps=config["log_every"], enable_progress_bar=False,
@@ -201,16 +213,32 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
     loader_options = {"num_workers": workers, "persistent_workers": workers > 0}
     train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True, **loader_options)
     val_loader = DataLoader(val, batch_size=config["val_batch_size"], **loader_options)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader,
-                ckpt_path=str(last) if config["resume"] and last.is_file() else None, weights_only=True)
+    if resume_from is not None:
+        print(f"farsee train: resuming from {resume_from}", file=sys.stderr)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True)
     if not trainer.is_global_zero:
         return run_dir / config["export_name"]
-    extra = {"global_step": str(trainer.global_step), "dataset": config["dataset"]}
+    extra = {"global_step": str(trainer.global_step + module.start_step), "dataset": config["dataset"],
+             "train_split": config["train_split"], "holdout_drive": str(config["holdout_drive"] or "")}
     if module.last_val_iou is not None:
         extra["val_iou"] = json.dumps(dict(zip(module.class_names, module.last_val_iou)))
         extra["val_miou"] = f"{sum(module.last_val_iou) / len(module.last_val_iou):.6f}"
     return export_farsee(module.model, module.class_names, module.ignore_index, run_dir / config["export_name"], extra)
+
+
+def warm_start(model: FarSeeNet, weights: str | Path) -> int:
+    """Load ``weights`` (a shipped name or an export's path) into ``model`` and return the steps they were trained
+    for (their ``global_step``), so a new sitting continues the schedule. WeightsError, one line, when the file's
+    architecture is not the recipe's."""
+    source = load_farsee(weights)
+    differing = sorted(key for key in set(source.config) | set(model.config)
+                       if key != "pretrained" and source.config.get(key) != model.config.get(key))
+    if differing:
+        raise WeightsError(f"--init-weights {weights} does not match the recipe's architecture: " + ", ".join(
+            f"{key} {source.config.get(key)!r} (weights) vs {model.config.get(key)!r} (recipe)" for key in differing))
+    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+    return int(read_metadata(resolve_weights(weights, SHIPPED, "FarSee-Net", "")).get("global_step", 0))
 
 
 def export_farsee(model: FarSeeNet, class_names, ignore_index: int | None, out: str | Path,

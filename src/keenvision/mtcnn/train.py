@@ -20,12 +20,12 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from ..core.data import data_root
+from ..core.training import checkpoint_callbacks, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights, sha256
 from .data import (
     LANDMARK,
@@ -381,23 +381,6 @@ class StageModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-class FinalCheckpoint(Callback):
-    """Saves ``path`` after the last training step (``max_steps``) or epoch (``max_epochs``), from inside the
-    loop like ModelCheckpoint, so ``resume`` continues exactly where training stopped even when the stop does
-    not fall on a ``checkpoint_every`` multiple."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if 0 < trainer.max_steps <= trainer.global_step:
-            trainer.save_checkpoint(self.path, weights_only=False)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, *args) -> None:
-        if trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs:
-            trainer.save_checkpoint(self.path, weights_only=False)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # weights files
 def export_stage_weights(net: torch.nn.Module, stage: str, path: str | Path,
@@ -448,8 +431,7 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
     module = StageModule(config["stage"], config["landmarks"], config["alpha"], config["ohem_ratio"],
                          config["optimizer"], config["lr"], config["momentum"], config["weight_decay"],
                          config["lr_decay_steps"], config["lr_decay_factor"])
-    last = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = last if config["resume"] and last.is_file() else None
+    resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     if config["init_weights"] and resume_from is None:
         source = packaged_weights(DEFAULT_WEIGHTS) if config["init_weights"] == "shipped" else config["init_weights"]
         state = load_weights(source, prefix=f"{config['stage']}.")
@@ -458,14 +440,13 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
         load_into(module.net, {**heads, **state}, f"{source} ({config['stage']})")
     val_sources = config["data"].get("val") or {}
     has_val = bool(val_sources.get("boxes") or val_sources.get("landmarks"))
-    checkpoint = ModelCheckpoint(dirpath=last.parent, save_last=True, save_top_k=0,
-                                 every_n_train_steps=config["checkpoint_every"], enable_version_counter=False)
     trainer = L.Trainer(
         max_steps=-1 if config["max_steps"] is None else config["max_steps"],
         max_epochs=config["max_epochs"] if config["max_epochs"] is not None else -1,
         accelerator=config["accelerator"], devices=config["devices"], strategy=config["strategy"],
         precision=config["precision"], default_root_dir=run_dir, logger=CSVLogger(run_dir, name="logs"),
-        callbacks=[checkpoint, FinalCheckpoint(last)], log_every_n_steps=config["log_every_n_steps"],
+        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
+        log_every_n_steps=config["log_every_n_steps"],
         enable_progress_bar=config["progress_bar"], enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=1.0 if has_val else 0,
         use_distributed_sampler=False,  # RatioSampler gives each rank its own stream

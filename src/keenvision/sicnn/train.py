@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
 from ..core.recipe import read_recipe_layers
+from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
 from .losses import margin_loss, pixel_loss, super_identity_loss
@@ -411,14 +412,6 @@ def _first(dataset, count: int | None):
     return Subset(dataset, range(min(count, len(dataset)))) if count else dataset
 
 
-def resolve_precision(config: dict) -> str:
-    """``auto`` -> 16-mixed when training will run on a GPU, else 32-true (no AMP on the CPU)."""
-    if config["precision"] != "auto":
-        return str(config["precision"])
-    on_gpu = torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda")
-    return "16-mixed" if on_gpu else "32-true"
-
-
 def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -> Path:
     """Train (or resume) one SICNN phase; returns the main export: ``<run_dir>/cnn_r.safetensors`` for the
     recognition phase, ``<run_dir>/cnn_h.safetensors`` otherwise (domain_integrated writes both)."""
@@ -435,11 +428,9 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     updates_per_batch = 2 if config["phase"] == "domain_integrated" else 1
     # the checkpoint callback tests global_step % every == 0, so a multiple of the updates per batch
     checkpoint_every = math.ceil(config["checkpoint_every"] / updates_per_batch) * updates_per_batch
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
-                                                      every_n_train_steps=checkpoint_every, save_top_k=0)
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        num_nodes=config["num_nodes"],
-                        precision=resolve_precision(config), callbacks=[checkpoints], default_root_dir=run_dir,
+                        num_nodes=config["num_nodes"], precision=resolve_precision(config),
+                        callbacks=checkpoint_callbacks(run_dir, checkpoint_every), default_root_dir=run_dir,
                         val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
                         check_val_every_n_epoch=None, num_sanity_val_steps=0,
                         logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
@@ -450,13 +441,13 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     train_loader = DataLoader(_first(train, config["train_faces"]), batch_size=config["batch_size"], shuffle=True,
                               drop_last=True, **loader_options)
     val_loader = DataLoader(_first(val, config["val_faces"]), batch_size=config["val_batch_size"], **loader_options)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     with warnings.catch_warnings():
         # Lightning notes that under manual optimisation step checkpoints hold the state after the update: that is
         # the state a resumed run must continue from
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, train_loader, val_loader,
-                    ckpt_path=str(last) if config["resume"] and last.is_file() else None, weights_only=True)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=True)
     written = export_module(module, run_dir, trainer.global_step) if trainer.is_global_zero else {}
     main_export = "cnn_r" if config["phase"] == "recognition" else "cnn_h"
     return written.get(main_export, run_dir / f"{main_export}.safetensors")

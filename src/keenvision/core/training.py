@@ -1,0 +1,95 @@
+"""What the Lightning trainers share: precision, checkpoints kept also outside the working tree, resuming.
+
+Checkpoints go to ``<run_dir>/checkpoints/last.ckpt`` and to a mirror under ``KEEN_RUNS`` (default
+``~/.cache/keenvision/runs``): a checkout is often new at each sitting while the home folder may be kept, so the
+mirror is what carries the optimiser state of a run longer than one sitting. `resume_checkpoint` takes the newer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def runs_root() -> Path:
+    """``$KEEN_RUNS``, else ``~/.cache/keenvision/runs``: where checkpoints outlive a working tree."""
+    configured = os.environ.get("KEEN_RUNS")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "keenvision" / "runs"
+
+
+def mirrored_run_dir(run_dir: str | Path) -> Path:
+    """The run's folder under `runs_root`: ``runs/farsee/camvid`` -> ``<KEEN_RUNS>/farsee/camvid`` (a relative
+    run_dir keeps its path below a leading ``runs/``; an absolute one keeps its last two parts)."""
+    run_dir = Path(run_dir)
+    parts = run_dir.parts[-2:] if run_dir.is_absolute() else run_dir.parts
+    if parts and parts[0] == "runs":
+        parts = parts[1:]
+    return runs_root().joinpath(*parts) if parts else runs_root()
+
+
+def resolve_precision(config: dict) -> str:
+    """``auto`` -> 16-mixed when training will run on a GPU, else 32-true (no AMP on the CPU)."""
+    if config["precision"] != "auto":
+        return str(config["precision"])
+    on_gpu = torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda")
+    return "16-mixed" if on_gpu else "32-true"
+
+
+class LastCheckpoints(Callback):
+    """Writes ``last.ckpt`` into each of ``folders`` every ``every_n_steps`` steps and after the last step
+    (``max_steps``) or epoch (``max_epochs``), from inside the loop as ModelCheckpoint does, so a resume continues
+    exactly where training stopped even when the stop does not fall on a multiple. Each file is written beside its
+    target and renamed over it: an interrupted save never leaves a half-written checkpoint."""
+
+    def __init__(self, *folders: str | Path, every_n_steps: int = 0):
+        self.folders = [Path(folder) for folder in folders]
+        self.every_n_steps = int(every_n_steps)
+        self._saved_at = -1
+
+    def save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self._saved_at:
+            return
+        self._saved_at = trainer.global_step
+        for folder in self.folders:
+            partial = folder / "last.ckpt.partial"
+            trainer.save_checkpoint(partial, weights_only=False)  # every rank takes part; rank 0 writes
+            if trainer.is_global_zero and partial.is_file():
+                os.replace(partial, folder / "last.ckpt")
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        step = trainer.global_step
+        if (self.every_n_steps and step % self.every_n_steps == 0) or 0 < trainer.max_steps <= step:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs:
+            self.save(trainer)
+
+
+def checkpoint_callbacks(run_dir: str | Path, every_n_steps: int, mirror: bool = True) -> list[Callback]:
+    """``last.ckpt`` every ``every_n_steps`` and at the end, in ``<run_dir>/checkpoints`` and (``mirror``) in the
+    `mirrored_run_dir`'s ``checkpoints``."""
+    folders = [Path(run_dir) / "checkpoints"] + ([mirrored_run_dir(run_dir) / "checkpoints"] if mirror else [])
+    return [LastCheckpoints(*folders, every_n_steps=every_n_steps)]
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The global step stored in a Lightning checkpoint (-1 when it cannot be read)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", -1))
+    except Exception:  # torch raises several types (UnpicklingError, RuntimeError, ...) for a damaged file
+        return -1
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The ``last.ckpt`` to resume ``run_dir`` from: of the run's own and its `mirrored_run_dir` copy, the one
+    with more steps (the working tree's on a tie); None when neither exists."""
+    candidates = [path for path in (Path(run_dir) / "checkpoints" / "last.ckpt",
+                                    mirrored_run_dir(run_dir) / "checkpoints" / "last.ckpt") if path.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda path: (checkpoint_step(path), -candidates.index(path)))
