@@ -126,3 +126,19 @@ def test_json_last_line_is_strict_json_when_a_metric_is_not_finite(capsys):
     # json.loads accepts NaN; a strict parser does not, so check the text itself
     assert "NaN" not in line and "Infinity" not in line
     assert json.loads(line) == {"miou": None, "per_class": [1.0, None], "psnr": {"bicubic": 22.9}}
+
+
+def test_help_imports_no_torch():
+    """`keen --help` and `keen <system> --help` build the whole parser without torch, timm, Lightning or
+    torchmetrics (seconds of imports): a fresh interpreter, so nothing imported by other tests counts."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from keenvision.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'timm', 'lightning', 'torchmetrics') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    for system in ("mtcnn", "sicnn", "farsee", "engagement", "diffrate"):
+        shown = subprocess.run([sys.executable, "-m", "keenvision.cli", system, "--help"], capture_output=True,
+                               text=True)
+        assert shown.returncode == 0 and "usage: keen" in shown.stdout

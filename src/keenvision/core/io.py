@@ -8,6 +8,7 @@ while decoding so memory stays bounded.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageReadError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -24,8 +26,6 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 Image.MAX_IMAGE_PIXELS = None  # we bound memory ourselves (max_pixels) instead of refusing large photos
 
 
-class ImageReadError(ValueError):
-    """An input that cannot be turned into an image; the message is one line naming the input."""
 
 
 def _to_uint8_rgb(array: np.ndarray, name: str) -> np.ndarray:
@@ -65,6 +65,12 @@ def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
     return _to_uint8_rgb(np.array(image), name)  # a copy: PIL-backed arrays are read-only
 
 
+def _is_tensor(value) -> bool:
+    """``isinstance(value, torch.Tensor)`` without importing torch (2 s): a tensor exists only once torch is."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 @dataclass
 class ReadImage:
     """An image as read, and the factor its coordinates were scaled by (1.0 unless reduced)."""
@@ -102,7 +108,7 @@ def read_image(source, max_pixels: int | None = None, name: str | None = None) -
         read = ReadImage(pixels, scale)
     elif isinstance(source, Image.Image):
         read = ReadImage(_pil_to_rgb(source, name))
-    elif isinstance(source, torch.Tensor):
+    elif _is_tensor(source):
         tensor = source.detach().cpu()
         if tensor.dim() == 3 and tensor.shape[0] in (1, 3, 4) and tensor.shape[2] not in (1, 3, 4):
             tensor = tensor.permute(1, 2, 0)

@@ -12,11 +12,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from .errors import WeightsError
 from .io import write_atomic
-
-
-class WeightsError(ValueError):
-    """Weights that are missing, corrupt, or do not fit the model."""
 
 
 def sha256(path: str | Path) -> str:

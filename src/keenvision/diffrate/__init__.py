@@ -9,19 +9,32 @@ Public API:
                                                          -- the differentiable pieces of the rate search
 """
 
-from .flops import ViTCostConfig, measured_gflops, schedule_gflops, schedule_macs, vit_cost_config
-from .merge import patch_assignment
-from .patch import is_patched, patch, unpatch
-from .rate import (
-    DifferentiableRate,
-    compression_loss,
-    differentiable_gflops,
-    masked_softmax,
-    schedule_from_rates,
-    ste_ceil,
-    ste_min,
-)
-from .schedule import Schedule, published_schedule, published_schedules, shipped_schedule
+from ..core.lazy import lazy_exports
+
+# imported on first use: `keen --help` and the CLI modules must not pay for torch
+_EXPORTS = {
+    "ViTCostConfig": ".flops",
+    "measured_gflops": ".flops",
+    "schedule_gflops": ".flops",
+    "schedule_macs": ".flops",
+    "vit_cost_config": ".flops",
+    "patch_assignment": ".merge",
+    "is_patched": ".patch",
+    "patch": ".patch",
+    "unpatch": ".patch",
+    "DifferentiableRate": ".rate",
+    "compression_loss": ".rate",
+    "differentiable_gflops": ".rate",
+    "masked_softmax": ".rate",
+    "schedule_from_rates": ".rate",
+    "ste_ceil": ".rate",
+    "ste_min": ".rate",
+    "Schedule": ".schedule",
+    "published_schedule": ".schedule",
+    "published_schedules": ".schedule",
+    "shipped_schedule": ".schedule",
+}
+lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DifferentiableRate",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import UsageError, print_json
-from ..cli import add_json_option as _add_json
-from ..cli import require_positive as _positive
+from ..core.cli import UsageError, print_json
+from ..core.cli import add_json_option as _add_json
+from ..core.cli import require_positive as _positive
 
 MODEL_HELP = ("timm ViT name (random weights unless --pretrained), a .safetensors export of "
               "keenvision.diffrate.train, or cifar10-vit")

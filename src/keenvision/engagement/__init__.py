@@ -16,13 +16,31 @@ Public API:
 
 from pathlib import Path
 
-from .data import FeatureLayout, evaluate_predictions, intensity_level, load_features
-from .ensemble import EngagementEnsemble, load_engagement
-from .losses import engagement_loss, rank_loss
-from .model import MILEngagementRegressor
-from .openface import openface_csv_features, read_openface_csv, read_openpose
-from .predict import EngagementPrediction, plot_timeline, predict_csv, predict_file, predict_video
-from .video import track_face, video_segment_features
+from ..core.lazy import lazy_exports
+
+# imported on first use: `keen --help` and the CLI modules must not pay for torch
+_EXPORTS = {
+    "FeatureLayout": ".data",
+    "evaluate_predictions": ".data",
+    "intensity_level": ".data",
+    "load_features": ".data",
+    "EngagementEnsemble": ".ensemble",
+    "load_engagement": ".ensemble",
+    "engagement_loss": ".losses",
+    "rank_loss": ".losses",
+    "MILEngagementRegressor": ".model",
+    "openface_csv_features": ".openface",
+    "read_openface_csv": ".openface",
+    "read_openpose": ".openface",
+    "EngagementPrediction": ".predict",
+    "plot_timeline": ".predict",
+    "predict_csv": ".predict",
+    "predict_file": ".predict",
+    "predict_video": ".predict",
+    "track_face": ".video",
+    "video_segment_features": ".video",
+}
+lazy_exports(__name__, _EXPORTS)
 
 
 def train_engagement(config_path: str | Path | None, overrides: dict | None = None) -> Path:

@@ -7,8 +7,8 @@ import io
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, print_json
-from ..cli import require_positive as _positive
+from ..core.cli import UsageError, print_json
+from ..core.cli import require_positive as _positive
 
 WEIGHTS_HELP = ("engagement-openface-15 (shipped, the default), engagement-openface-21, or a .safetensors export of "
                 "`keen engagement train`")

@@ -15,12 +15,31 @@ Public API:
 
 from pathlib import Path
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, TrainAugmentation, class_frequencies
-from .evaluate import evaluate_segmentation
-from .export import export_onnx
-from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
-from .model import CFASPP, FarSeeNet, build_farsee, load_farsee
-from .segment import Segmentation, Segmenter, class_palette, overlay
+from ..core.lazy import lazy_exports
+
+# imported on first use: `keen --help` and the CLI modules must not pay for torch
+_EXPORTS = {
+    "IMAGENET_MEAN": ".data",
+    "IMAGENET_STD": ".data",
+    "CamVidDataset": ".data",
+    "CityscapesDataset": ".data",
+    "TrainAugmentation": ".data",
+    "class_frequencies": ".data",
+    "evaluate_segmentation": ".evaluate",
+    "export_onnx": ".export",
+    "enet_class_weights": ".losses",
+    "ohem_cross_entropy": ".losses",
+    "weighted_cross_entropy": ".losses",
+    "CFASPP": ".model",
+    "FarSeeNet": ".model",
+    "build_farsee": ".model",
+    "load_farsee": ".model",
+    "Segmentation": ".segment",
+    "Segmenter": ".segment",
+    "class_palette": ".segment",
+    "overlay": ".segment",
+}
+lazy_exports(__name__, _EXPORTS)
 
 
 def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:

@@ -7,9 +7,9 @@ import re
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, add_trainer_options, print_json, trainer_overrides
-from ..cli import add_json_option as _add_json
-from ..cli import require_positive as _positive
+from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
+from ..core.cli import add_json_option as _add_json
+from ..core.cli import require_positive as _positive
 
 WEIGHTS_HELP = "farsee-camvid (shipped weights, the default) or a .safetensors export of `keen farsee train`"
 

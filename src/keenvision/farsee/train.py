@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -123,7 +124,10 @@ class SegmentationModule(L.LightningModule):
         weights = torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
         self.register_buffer("class_weights", weights)
         self.use_class_weights = class_weights is not None
-        self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
+        # as `keen farsee eval` (evaluate.py): a class absent from the labels and predictions of the whole split has
+        # no IoU (NaN) and is left out of the mean, not counted as 0
+        self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
+                                              zero_division=math.nan)
         self.last_val_iou: list[float] | None = None
         self.start_step = 0  # steps already taken by warm-start weights: the schedule continues from there
 
@@ -154,9 +158,10 @@ class SegmentationModule(L.LightningModule):
         per_class = self.val_iou.compute()  # synchronised across processes under DDP
         self.val_iou.reset()
         self.last_val_iou = [float(v) for v in per_class]
-        self.log("val/miou", per_class.mean(), prog_bar=True, sync_dist=True)  # equal on all ranks
+        self.log("val/miou", per_class.nanmean(), prog_bar=True, sync_dist=True)  # equal on all ranks
         for name, value in zip(self.class_names, per_class):
-            self.log(f"val/iou/{name}", value, sync_dist=True)
+            if not torch.isnan(value):
+                self.log(f"val/iou/{name}", value, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["start_step"] = self.start_step  # a resumed warm start keeps its place in the schedule
@@ -222,8 +227,10 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
     extra = {"global_step": str(trainer.global_step + module.start_step), "dataset": config["dataset"],
              "train_split": config["train_split"], "holdout_drive": str(config["holdout_drive"] or "")}
     if module.last_val_iou is not None:
-        extra["val_iou"] = json.dumps(dict(zip(module.class_names, module.last_val_iou)))
-        extra["val_miou"] = f"{sum(module.last_val_iou) / len(module.last_val_iou):.6f}"
+        present = {name: value for name, value in zip(module.class_names, module.last_val_iou)
+                   if not math.isnan(value)}
+        extra["val_iou"] = json.dumps(present)
+        extra["val_miou"] = f"{sum(present.values()) / max(1, len(present)):.6f}"
     return export_farsee(module.model, module.class_names, module.ignore_index, run_dir / config["export_name"], extra)
 
 

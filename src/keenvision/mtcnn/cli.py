@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, print_json
+from ..core.cli import UsageError, print_json
 
 
 def _size(text: str) -> tuple[int, int]:

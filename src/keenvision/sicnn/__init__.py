@@ -15,11 +15,30 @@ Public API:
 
 from pathlib import Path
 
-from .data import FaceIdentityDataset, degrade, denormalise, normalise, prepare_faces
-from .evaluate import evaluate_hallucination
-from .hallucinate import HallucinatedFace, Hallucinator, bicubic_upscale
-from .losses import margin_loss, pixel_loss, super_identity_loss
-from .model import ArcFaceHead, CosFaceHead, HallucinationNet, RecognitionNet, SphereFaceHead, load_cnn_h
+from ..core.lazy import lazy_exports
+
+# imported on first use: `keen --help` and the CLI modules must not pay for torch
+_EXPORTS = {
+    "FaceIdentityDataset": ".data",
+    "degrade": ".data",
+    "denormalise": ".data",
+    "normalise": ".data",
+    "prepare_faces": ".data",
+    "evaluate_hallucination": ".evaluate",
+    "HallucinatedFace": ".hallucinate",
+    "Hallucinator": ".hallucinate",
+    "bicubic_upscale": ".hallucinate",
+    "margin_loss": ".losses",
+    "pixel_loss": ".losses",
+    "super_identity_loss": ".losses",
+    "ArcFaceHead": ".model",
+    "CosFaceHead": ".model",
+    "HallucinationNet": ".model",
+    "RecognitionNet": ".model",
+    "SphereFaceHead": ".model",
+    "load_cnn_h": ".model",
+}
+lazy_exports(__name__, _EXPORTS)
 
 
 def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -> Path:

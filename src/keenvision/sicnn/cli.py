@@ -7,9 +7,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, add_trainer_options, print_json, trainer_overrides
-from ..cli import add_json_option as _add_json
-from ..cli import require_positive as _positive
+from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
+from ..core.cli import add_json_option as _add_json
+from ..core.cli import require_positive as _positive
 
 WEIGHTS_HELP = "sicnn-celeba (shipped CNN-H, the default) or a CNN-H .safetensors export of `keen sicnn train`"
 EVAL_WEIGHTS_HELP = ("CNN-H to score, repeatable: W (scored as 'sicnn') or NAME=W (scored as NAME), W being "
