@@ -25,3 +25,19 @@ def test_cycle_and_missing_base_are_errors(tmp_path):
     (tmp_path / "d.yaml").write_text("- a list\n")
     with pytest.raises(ValueError, match="not a mapping"):
         read_recipe_layers(tmp_path / "d.yaml")
+
+
+def test_load_recipe_merges_sections_dotted_keys_and_names_unknown_keys(tmp_path):
+    from keenvision.core.recipe import load_recipe
+
+    defaults = {"lr": 0.1, "model": {"width": 32, "depth": 4}, "data": {"train": {"boxes": [1]}, "val": None},
+                "select": None}
+    (tmp_path / "base.yaml").write_text("lr: 0.2\nmodel: {width: 64}\n")
+    (tmp_path / "arm.yaml").write_text("base: base.yaml\nmodel.depth: 6\ndata: {train: {landmarks: [2]}}\n")
+    config = load_recipe(tmp_path / "arm.yaml", defaults, {"lr": None, "model.width": 128, "select": {"a": [1]}},
+                         replace=("data.train",))
+    assert config["lr"] == 0.2 and config["model"] == {"width": 128, "depth": 6}
+    assert config["data"]["train"] == {"landmarks": [2]}  # replaced whole, as asked
+    assert config["select"] == {"a": [1]} and defaults["model"] == {"width": 32, "depth": 4}  # defaults untouched
+    with pytest.raises(ValueError, match=r"unknown config keys \['lr_max', 'model.heads'\]; valid: .*model.width"):
+        load_recipe(None, defaults, {"lr_max": 1, "model": {"heads": 2}})

@@ -160,7 +160,7 @@ def test_config_file_matches_the_defaults_and_rejects_unknown_keys():
     path = REPO / "configs" / "diffrate" / "search.yaml"
     assert yaml.safe_load(path.read_text()) == DEFAULT_SEARCH_CONFIG
     assert load_search_config(path, {"lr": 0.1, "max_steps": None})["lr"] == 0.1
-    with pytest.raises(ValueError, match="unknown search settings"):
+    with pytest.raises(ValueError, match="unknown config keys"):
         load_search_config(None, {"learning_rate": 0.1})
 
 
@@ -169,9 +169,9 @@ def test_recipe_files_load_and_bad_recipes_are_one_line_errors(tmp_path):
         assert set(load_search_config(recipe)) == set(DEFAULT_SEARCH_CONFIG)
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     (tmp_path / "broken.yaml").write_text("lr: [0.1\n")
-    with pytest.raises(ValueError, match="a mapping of settings"):
+    with pytest.raises(ValueError, match="is not a mapping of keys to values"):
         load_search_config(tmp_path / "list.yaml")
-    with pytest.raises(ValueError, match="not a readable search recipe"):
+    with pytest.raises(ValueError, match="not a readable YAML recipe"):
         load_search_config(tmp_path / "broken.yaml")
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..core.recipe import load_recipe
 from .flops import schedule_gflops
 from .merge import (
     class_attention_importance,
@@ -74,24 +74,9 @@ DEFAULT_SEARCH_CONFIG: dict[str, Any] = {
 def load_search_config(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
     """The search settings: :data:`DEFAULT_SEARCH_CONFIG`, then a YAML file, then flat `overrides` (None skipped).
 
-    Unknown keys raise a one-line ValueError.
+    Unknown keys raise a one-line ValueError (`core.recipe.load_recipe`, like every recipe).
     """
-    config = dict(DEFAULT_SEARCH_CONFIG)
-    updates: dict[str, Any] = {}
-    if path is not None:
-        try:
-            recipe = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            raise ValueError(f"{path}: not a readable search recipe ({type(error).__name__})") from None
-        if not isinstance(recipe, dict):
-            raise ValueError(f"{path}: a search recipe is a mapping of settings, got {type(recipe).__name__}")
-        updates.update(recipe)
-    updates.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    unknown = sorted(set(updates) - set(DEFAULT_SEARCH_CONFIG))
-    if unknown:
-        raise ValueError(f"unknown search settings {unknown}; known: {sorted(DEFAULT_SEARCH_CONFIG)}")
-    config.update(updates)
-    return config
+    return load_recipe(path, DEFAULT_SEARCH_CONFIG, overrides)
 
 
 def default_frozen_blocks(model: nn.Module) -> tuple[int, ...]:

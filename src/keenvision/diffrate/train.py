@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.data import data_root
+from ..core.recipe import load_recipe
 from ..core.training import checkpoint_callbacks, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights
 
@@ -155,18 +156,7 @@ class CifarClassifier(L.LightningModule):
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    config = {**DEFAULT_CONFIG, "model": dict(DEFAULT_CONFIG["model"])}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        config.update({k: v for k, v in loaded.items() if k != "model"})
-        config["model"].update(loaded.get("model", {}))
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            config[key] = value
-    unknown = set(config) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}")
-    return config
+    return load_recipe(path, DEFAULT_CONFIG, overrides)
 
 
 def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = None) -> Path:

@@ -23,7 +23,6 @@ each on a CPU, so there are no checkpoints or resume.
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import logging
@@ -36,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..core.data import data_root
-from ..core.recipe import read_recipe_layers
+from ..core.recipe import load_recipe
 from .baseline import fit_ridge
 from .data import (
     EngagementFeatures,
@@ -82,14 +81,8 @@ DEFAULT_CONFIG = {
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
     Unknown keys raise ValueError."""
-    config = {**copy.deepcopy(DEFAULT_CONFIG), "model": dict(DEFAULT_MODEL)}
-    layers = read_recipe_layers(path) if path is not None else []
-    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
-    for layer in layers:
-        config.update({k: v for k, v in layer.items() if k != "model"})
-        config["model"].update(layer.get("model") or {})
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG)) + [f"model.{k}" for k in set(config["model"])
-                                                            - set(DEFAULT_MODEL)]
+    config = load_recipe(path, DEFAULT_CONFIG, overrides)
+    unknown = []
     for key in config.get("select") or {}:
         if key not in DEFAULT_CONFIG and not (key.startswith("model.") and key[6:] in DEFAULT_MODEL):
             unknown.append(f"select.{key}")

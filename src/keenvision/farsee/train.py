@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
-from ..core.recipe import read_recipe_layers
+from ..core.recipe import load_recipe
 from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
 from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
@@ -65,18 +65,9 @@ DEFAULT_CONFIG = {
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file (and its ``base`` recipes, `read_recipe_layers`) <- ``overrides`` (None values
-    skipped; a ``model`` dict updates the model keys). Unknown keys raise ValueError."""
-    config = {**DEFAULT_CONFIG, "model": dict(DEFAULT_MODEL)}
-    layers = read_recipe_layers(path) if path is not None else []
-    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
-    for layer in layers:
-        config.update({k: v for k, v in layer.items() if k != "model"})
-        config["model"].update(layer.get("model") or {})
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG)) + [f"model.{k}" for k in set(config["model"])
-                                                            - set(DEFAULT_MODEL)]
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
+    """Defaults <- YAML file (and its ``base`` recipes) <- ``overrides`` (`core.recipe.load_recipe`: None values
+    skipped, ``model`` merged key by key or by dotted keys). Unknown keys and bad values raise ValueError."""
+    config = load_recipe(path, DEFAULT_CONFIG, overrides)
     if config["dataset"] not in ("camvid", "cityscapes"):
         raise ValueError(f"dataset must be camvid or cityscapes, got {config['dataset']!r}")
     if config["loss"] not in ("weighted_ce", "ohem"):

@@ -9,7 +9,6 @@ weights file for ``MTCNN(weights=...)``. docs/mtcnn_training.md describes every 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from ..core.data import data_root
+from ..core.recipe import load_recipe
 from ..core.training import checkpoint_callbacks, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights, sha256
 from .data import (
@@ -109,35 +109,11 @@ DEFAULT_CONFIG: dict = {
 
 # ----------------------------------------------------------------------------------------------------------------
 # configuration
-def _merge(base: dict, update: dict, where: str = "") -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if key not in base:
-            raise ValueError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(base))})")
-        if key == "data" and isinstance(value, dict):
-            if set(value) - {"train", "val"}:
-                raise ValueError(f"data takes the splits 'train' and 'val', got {sorted(value)}")
-            merged[key] = {**base[key], **copy.deepcopy(value)}  # splits are replaced whole, sources are lists
-        elif isinstance(base[key], dict) and isinstance(value, dict):
-            merged[key] = _merge(base[key], value, f"{where}{key}.")
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_config(config_path: str | Path | None, overrides: dict | None = None) -> dict:
     """The YAML config over `DEFAULT_CONFIG`, then ``overrides``: flat keys (``max_steps``, ``run_dir``,
     ``resume``, ``lr``...) or dotted ones for nested keys (``mining.pnet``); ``None`` values are ignored, so a
     CLI can pass its unset options as they are. Unknown keys are errors."""
-    loaded = yaml.safe_load(Path(config_path).read_text()) if config_path else {}
-    config = _merge(DEFAULT_CONFIG, loaded or {})
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if isinstance(value, Path):
-            value = str(value)  # the resolved config is written back as YAML
-        *parents, leaf = key.split(".")
-        config = _merge(config, _nest(parents, {leaf: value}))
+    config = load_recipe(config_path, DEFAULT_CONFIG, overrides, replace=("data.train", "data.val"))
     if config["stage"] not in STAGES:
         raise ValueError(f"stage must be one of {sorted(STAGES)}, got {config['stage']!r}")
     if config["optimizer"] not in ("adam", "sgd"):
@@ -151,12 +127,6 @@ def load_config(config_path: str | Path | None, overrides: dict | None = None) -
     if config["max_steps"] in (None, -1) and config["max_epochs"] in (None, -1):
         raise ValueError("set max_steps or max_epochs: training would never stop")
     return config
-
-
-def _nest(parents: list[str], leaf: dict) -> dict:
-    for key in reversed(parents):
-        leaf = {key: leaf}
-    return leaf
 
 
 def _data_path(path: str | Path) -> Path:

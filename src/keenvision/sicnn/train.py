@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
-from ..core.recipe import read_recipe_layers
+from ..core.recipe import load_recipe
 from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
@@ -89,18 +89,7 @@ _NESTED = ("cnn_h", "cnn_r", "head")
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
     """Defaults <- YAML file (after its ``base`` recipes) <- ``overrides`` (None values skipped; ``cnn_h``,
     ``cnn_r``, ``head`` dicts update their keys). Unknown keys and bad values raise ValueError."""
-    config = {**DEFAULT_CONFIG, **{key: dict(DEFAULT_CONFIG[key]) for key in _NESTED}}
-    layers = read_recipe_layers(path) if path is not None else []
-    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
-    for layer in layers:
-        config.update({k: v for k, v in layer.items() if k not in _NESTED})
-        for key in _NESTED:
-            config[key].update(layer.get(key) or {})
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
-    for key in _NESTED:
-        unknown += [f"{key}.{k}" for k in sorted(set(config[key]) - set(DEFAULT_CONFIG[key]))]
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
+    config = load_recipe(path, DEFAULT_CONFIG, overrides)
     if config["phase"] not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {config['phase']!r}")
     for key in ("optimizer", "r_optimizer"):
