@@ -142,3 +142,15 @@ def test_help_imports_no_torch():
         shown = subprocess.run([sys.executable, "-m", "keenvision.cli", system, "--help"], capture_output=True,
                                text=True)
         assert shown.returncode == 0 and "usage: keen" in shown.stdout
+
+
+def test_every_train_command_takes_the_same_trainer_options(capsys):
+    common = {"--config", "--run-dir", "--seed", "--num-threads", "--accelerator", "--precision"}
+    stepped = {"--resume", "--max-steps", "--devices", "--num-nodes"}
+    for system in ("mtcnn", "sicnn", "farsee", "diffrate", "engagement"):
+        with pytest.raises(SystemExit):
+            main([system, "train", "--help"])
+        shown = capsys.readouterr().out
+        options = {word.strip("[],") for word in shown.split() if word.startswith(("--", "[--"))}
+        wanted = common | (set() if system == "engagement" else stepped)  # engagement fits by epochs, seconds long
+        assert wanted <= options, (system, wanted - options)

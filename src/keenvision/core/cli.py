@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from .errors import UsageError
 
@@ -34,19 +35,35 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def add_trainer_options(parser: argparse.ArgumentParser) -> None:
-    """The Lightning options every ``keen <system> train`` takes; `trainer_overrides` reads them back."""
+def add_trainer_options(parser: argparse.ArgumentParser, example: str, steps: bool = True) -> None:
+    """The options every ``keen <system> train`` takes (`trainer_overrides` reads them back): the recipe, where the
+    run goes, seed and precision, threads and Lightning's devices; with ``steps`` also resuming and a step limit
+    (engagement fits seconds-long models by epochs: no steps, no resume, one process)."""
+    parser.add_argument("--config", type=Path, required=True, help=f"YAML recipe, e.g. {example}")
+    parser.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exported weights go")
+    parser.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
-    parser.add_argument("--accelerator", help="Lightning accelerator: auto (default), cpu, gpu, ...")
-    parser.add_argument("--devices", type=int, help="devices per node; more than 1 trains with DDP")
-    parser.add_argument("--num-nodes", type=int, help="machines for multi-node DDP (launch one process per node)")
+    parser.add_argument("--accelerator", help="Lightning accelerator: auto, cpu, gpu, ... (default: the recipe's)")
+    parser.add_argument("--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed, auto ...")
+    if steps:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from the run's last checkpoint (in the run folder or under KEEN_RUNS)")
+        parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+        parser.add_argument("--devices", type=int, help="devices per node; more than 1 trains with DDP")
+        parser.add_argument("--num-nodes", type=int, help="machines for multi-node DDP (one process per node)")
 
 
 def trainer_overrides(args: argparse.Namespace) -> dict:
-    """The recipe overrides of `add_trainer_options` that were given (checked: counts >= 1)."""
-    for option in ("num_threads", "devices", "num_nodes"):
-        require_positive(getattr(args, option), "--" + option.replace("_", "-"))
-    values = {option: getattr(args, option) for option in ("num_threads", "accelerator", "devices", "num_nodes")}
+    """The recipe overrides of `add_trainer_options` that were given (checked: counts >= 1, the recipe exists)."""
+    for option in ("num_threads", "devices", "num_nodes", "max_steps"):
+        require_positive(getattr(args, option, None), "--" + option.replace("_", "-"))
+    if not args.config.is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    options = ("run_dir", "seed", "num_threads", "accelerator", "precision", "resume", "max_steps", "devices",
+               "num_nodes")
+    values = {option: getattr(args, option, None) for option in options}
+    values["resume"] = values["resume"] or None  # store_true: False means "not given"
+    values["run_dir"] = str(values["run_dir"]) if values["run_dir"] else None
     return {key: value for key, value in values.items() if value is not None}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.cli import UsageError, print_json
+from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..core.cli import add_json_option as _add_json
 from ..core.cli import require_positive as _positive
 
@@ -118,10 +118,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--title", help="figure title (default: the schedule argument)")
     plot.set_defaults(handler=run_plot)
 
+    train = tools.add_parser("train", help="train the CIFAR-10 ViT (or fine-tune it under a fixed schedule)")
+    add_trainer_options(train, "configs/diffrate/cifar10_vit.yaml")
+    train.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (" + SCHEDULE_HELP + ")")
+    train.set_defaults(handler=run_train)
+
 
 def _print_summary(record: dict, as_json: bool) -> None:
     if as_json:
         print_json(record)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import train_cifar_vit
+
+    overrides = trainer_overrides(args) | ({"schedule": args.schedule} if args.schedule else {})
+    print(f"trained weights: {train_cifar_vit(args.config, overrides)}")
+    return 0
 
 
 def run_flops(args: argparse.Namespace) -> int:

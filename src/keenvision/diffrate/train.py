@@ -35,7 +35,7 @@ DEFAULT_CONFIG = {
               "num_classes": 10, "drop_path_rate": 0.1},
     "batch_size": 128, "lr": 1.0e-3, "weight_decay": 0.05, "warmup_steps": 500, "max_steps": 6000,
     "label_smoothing": 0.1, "checkpoint_every": 500, "val_every": 2000, "num_threads": 2, "precision": "32-true",
-    "accelerator": "auto", "devices": 1, "resume": False, "images_per_class": None,
+    "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False, "images_per_class": None,
     "init_weights": None,  # a safetensors export (e.g. the shipped one, "shipped") to continue from, fresh optimiser
     # Fine-tuning with a fixed DiffRate schedule (the public recipe: lr 2e-5 x batch/512, drop-path 0.1): the model
     # trains patched, with real token removal; the export holds plain ViT weights (patching leaves the state_dict).
@@ -176,7 +176,7 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
         source = packaged_weights(SHIPPED["cifar10-vit"]) if source == "shipped" else source
         load_into(module.model, load_weights(source), str(source))
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        precision=config["precision"],
+                        num_nodes=config["num_nodes"], precision=config["precision"],
                         callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), default_root_dir=run_dir,
                         val_check_interval=config["val_every"], check_val_every_n_epoch=None,
                         logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"), log_every_n_steps=50,

@@ -7,7 +7,7 @@ import io
 import sys
 from pathlib import Path
 
-from ..core.cli import UsageError, print_json
+from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..core.cli import require_positive as _positive
 
 WEIGHTS_HELP = ("engagement-openface-15 (shipped, the default), engagement-openface-21, or a .safetensors export of "
@@ -34,13 +34,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tools.required = True
 
     train = tools.add_parser("train", help="cross-validate and train a bagged ensemble from a YAML recipe")
-    train.add_argument("--config", type=Path, required=True, help="YAML recipe, e.g. configs/engagement/*.yaml")
+    add_trainer_options(train, "configs/engagement/openface_15seg.yaml", steps=False)
     train.add_argument("--features", help="training NPZ (features [N, S, D], labels [N]); overrides the recipe's")
-    train.add_argument("--run-dir", help="where the export and report.json go")
     train.add_argument("--bag-models", type=int, help="models in the ensemble")
     train.add_argument("--epochs", type=int, help="epochs per model")
     train.add_argument("--cv-folds", type=int, help="cross-validation folds (0: skip)")
-    train.add_argument("--seed", type=int, help="random seed")
     train.set_defaults(handler=run_train)
 
     evaluate = tools.add_parser(
@@ -90,11 +88,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     for option in ("bag_models", "epochs"):
         _positive(getattr(args, option), "--" + option.replace("_", "-"))
-    if not args.config.is_file():
-        raise UsageError(f"--config {args.config}: no such file")
-    overrides = {"features": args.features, "run_dir": args.run_dir, "bag_models": args.bag_models,
-                 "epochs": args.epochs, "cv_folds": args.cv_folds, "seed": args.seed}
-    weights = train_engagement(args.config, {key: value for key, value in overrides.items() if value is not None})
+    overrides = trainer_overrides(args)
+    extra = {"features": args.features, "bag_models": args.bag_models, "epochs": args.epochs, "cv_folds": args.cv_folds}
+    overrides |= {key: value for key, value in extra.items() if value is not None}
+    weights = train_engagement(args.config, overrides)
     print(f"trained weights: {weights}")
     return 0
 

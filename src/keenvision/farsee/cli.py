@@ -49,12 +49,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tools.required = True
 
     train = tools.add_parser("train", help="train from a YAML recipe (configs/farsee/camvid.yaml)")
-    train.add_argument("--config", type=Path, required=True, help="YAML recipe, e.g. configs/farsee/camvid.yaml")
-    train.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exported weights go")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    add_trainer_options(train, "configs/farsee/camvid_mobilenet.yaml")
     train.add_argument("--data", type=Path, help="dataset root (default: the recipe's, else $KEEN_DATA/<dataset>)")
-    add_trainer_options(train)
+    train.add_argument("--init-weights", help="warm start when there is no checkpoint to resume: a shipped name "
+                                              "(farsee-camvid) or an export; the step count continues from its own")
     train.add_argument("--pretrained", action="store_true",
                        help="start from timm's ImageNet backbone weights (downloads them: needs the network)")
     train.set_defaults(handler=run_train)
@@ -142,14 +140,10 @@ def run_segment(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from .train import train_farsee
 
-    _positive(args.max_steps, "--max-steps")
-    trainer = trainer_overrides(args)
-    if not args.config.is_file():
-        raise UsageError(f"--config {args.config}: no such file")
-    overrides = {"run_dir": str(args.run_dir) if args.run_dir else None, "max_steps": args.max_steps,
-                 "resume": args.resume or None, "data_root": str(args.data) if args.data else None,
-                 "model": {"pretrained": True} if args.pretrained else None}
-    overrides = {key: value for key, value in overrides.items() if value is not None} | trainer
+    overrides = trainer_overrides(args)
+    extra = {"data_root": str(args.data) if args.data else None, "init_weights": args.init_weights,
+             "model": {"pretrained": True} if args.pretrained else None}
+    overrides |= {key: value for key, value in extra.items() if value is not None}
     weights = train_farsee(args.config, overrides)
     print(f"trained weights: {weights}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.cli import UsageError, print_json
+from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -64,10 +64,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.set_defaults(handler=run_import_caffe)
 
     train = tools.add_parser("train", help="train one stage (P/R/O-Net) from a YAML recipe")
-    train.add_argument("--config", type=Path, required=True, help="configs/mtcnn/{pnet,rnet,onet}.yaml")
-    train.add_argument("--run-dir", type=Path, help="where samples, checkpoints and weights go")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    add_trainer_options(train, "configs/mtcnn/{pnet,rnet,onet}.yaml")
     train.set_defaults(handler=run_train)
 
     merge = tools.add_parser("merge", help="join trained stage files into one detector weights file")
@@ -154,9 +151,7 @@ def run_import_caffe(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from .train import train_from_config
 
-    overrides = {key: value for key, value in (("run_dir", args.run_dir), ("max_steps", args.max_steps),
-                                               ("resume", args.resume or None)) if value is not None}
-    weights = train_from_config(args.config, overrides)
+    weights = train_from_config(args.config, trainer_overrides(args))
     print(f"trained weights: {weights}")
     return 0
 

@@ -77,7 +77,9 @@ DEFAULT_CONFIG: dict = {
     "num_workers": 0,
     "accelerator": "auto",
     "devices": "auto",
+    "num_nodes": 1,  # more than 1: multi-node DDP (one process per node, e.g. under SLURM or torchrun)
     "strategy": "auto",
+    "num_threads": None,  # CPU threads for torch; None: torch's default
     "precision": "32-true",
     "log_every_n_steps": 10,
     "progress_bar": False,
@@ -388,6 +390,8 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
     settings change); with ``resume: true`` training continues from ``<run_dir>/checkpoints/last.ckpt`` (step
     count, optimiser and scheduler included) up to ``max_steps``. ``overrides`` as in `load_config`."""
     config = load_config(config_path, overrides)
+    if config["num_threads"]:
+        torch.set_num_threads(config["num_threads"])
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -413,7 +417,8 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
     trainer = L.Trainer(
         max_steps=-1 if config["max_steps"] is None else config["max_steps"],
         max_epochs=config["max_epochs"] if config["max_epochs"] is not None else -1,
-        accelerator=config["accelerator"], devices=config["devices"], strategy=config["strategy"],
+        accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
+        strategy=config["strategy"],
         precision=config["precision"], default_root_dir=run_dir, logger=CSVLogger(run_dir, name="logs"),
         callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
         log_every_n_steps=config["log_every_n_steps"],

@@ -58,14 +58,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.set_defaults(handler=run_prepare)
 
     train = tools.add_parser("train", help="train from a YAML recipe (configs/sicnn/*.yaml)")
-    train.add_argument("--config", type=Path, required=True,
-                       help="YAML recipe of one phase: configs/sicnn/<phase>.yaml")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    train.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exports go (default: the "
-                                                    "recipe's)")
+    add_trainer_options(train, "configs/sicnn/<phase>.yaml (one phase)")
     train.add_argument("--data", type=Path, help="a `keen sicnn prepare` folder (default: the recipe's)")
-    add_trainer_options(train)
     train.set_defaults(handler=run_train)
 
     evaluate = tools.add_parser("eval", help="PSNR, SSIM and identity metrics (dlib) vs bicubic on a prepared split",
@@ -180,16 +174,11 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from . import train_sicnn
 
-    _positive(args.max_steps, "--max-steps")
-    trainer = trainer_overrides(args)
-    if not args.config.is_file():
-        raise UsageError(f"--config {args.config}: no such file")
+    overrides = trainer_overrides(args)
     if args.data is not None and not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
-    overrides = {"max_steps": args.max_steps, "resume": args.resume or None,
-                 "run_dir": str(args.run_dir) if args.run_dir else None,
-                 "data_root": str(args.data) if args.data else None}
-    overrides = {key: value for key, value in overrides.items() if value is not None} | trainer
+    if args.data:
+        overrides["data_root"] = str(args.data)
     weights = train_sicnn(args.config, overrides)
     print(f"trained weights: {weights}")
     return 0
