@@ -67,6 +67,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.boxes import box_iou
 from ..core.io import ImageReadError, video_frames, video_info
 from .features import (
     DEFAULT_OVERLAP,
@@ -253,24 +254,13 @@ def _track_step(previous_grey: np.ndarray, grey: np.ndarray, corners: np.ndarray
     return new_landmarks.astype(np.float64), new_box, moved.reshape(-1, 2)[landmark_count:][good[landmark_count:]]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    intersection = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = (box[2] - box[0]) * (box[3] - box[1]) + areas - intersection
-    return np.where(union > 0, intersection / np.maximum(union, 1e-9), 0.0)
-
-
 def _choose_face(faces: list, tracked_box: np.ndarray | None):
     """The detection overlapping the tracked face (IoU > 0.3), else the largest."""
     if not faces:
         return None
     boxes = np.stack([np.asarray(face.box, np.float64) for face in faces])
     if tracked_box is not None:
-        overlap = _iou(tracked_box, boxes)
+        overlap = box_iou(tracked_box, boxes)[0]
         if overlap.max() > 0.3:
             return faces[int(overlap.argmax())]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..core.boxes import box_iou
 from ..core.io import read_image
 from .annotations import five_points_from_ibug, read_imglab
 from .resample import resample_crops
@@ -182,17 +183,6 @@ def pseudo_label_faces(image_paths: list[Path], images_root: str | Path, boxes_f
 
 # ----------------------------------------------------------------------------------------------------------------
 # geometry
-def box_iou(boxes: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """IoU ``[N, M]`` of edge-coordinate boxes ``[N, 4]`` against ``[M, 4]`` (areas ``w * h``)."""
-    boxes, faces = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(faces, np.float64).reshape(-1, 4)
-    top_left = np.maximum(boxes[:, None, :2], faces[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], faces[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
-    union = area(boxes)[:, None] + area(faces)[None, :] - intersection
-    return intersection / np.maximum(union, 1e-12)
-
-
 def label_by_iou(iou: np.ndarray) -> np.ndarray:
     """NEGATIVE below 0.3, PART in [0.4, 0.65], POSITIVE above 0.65, IGNORED otherwise."""
     labels = np.full(np.shape(iou), IGNORED, dtype=np.int8)

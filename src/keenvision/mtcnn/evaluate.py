@@ -27,6 +27,7 @@ from PIL import Image
 from scipy.io import loadmat
 from scipy.optimize import linear_sum_assignment
 
+from ..core.boxes import box_iou
 from ..core.data import data_root
 from .annotations import five_points_from_ibug, read_imglab
 
@@ -537,15 +538,6 @@ def evaluate_fddb(pred: str | Path | Mapping[str, Any], gt_dir: str | Path | Non
 
 # ------------------------------------------------------------------------------------------------------------
 # dlib examples
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of pixel-edge ``[x1, y1, x2, y2]`` boxes (continuous areas)."""
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a, area_b = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - iw * ih
-    return np.where(union > 0, iw * ih / np.where(union > 0, union, 1), 0.0)
-
-
 def _greedy(allowed: np.ndarray, priority: np.ndarray) -> list[tuple[int, int]]:
     """One-to-one pairs (gt, det) among ``allowed``, taken greedily by descending ``priority``."""
     pairs, used_g, used_d = [], set(), set()
@@ -617,7 +609,7 @@ def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = No
         n_faces += int(counted.sum())
         n_dets += len(det)
 
-        iou = _iou(gt, det)
+        iou = box_iou(gt, det)
         pairs = _greedy(iou >= iou_threshold, iou)
         hits = [(g, d) for g, d in pairs if counted[g]]
         matched += len(hits)
@@ -637,7 +629,7 @@ def evaluate_dlib_examples(detector: _Detector, data_dir: str | Path | None = No
             matched_center += 1
             # the landmark files repeat the boxes, a few nudged by some pixels: take the best-overlapping one
             shaped = [s for s in shapes.get(name, []) if s["parts"] is not None and len(s["parts"]) == 68]
-            overlap = _iou(gt[g : g + 1], np.array([s["box"] for s in shaped]).reshape(-1, 4))[0]
+            overlap = box_iou(gt[g : g + 1], np.array([s["box"] for s in shaped]).reshape(-1, 4))[0]
             if not len(shaped) or overlap.max() < 0.5:
                 continue
             reference = five_points_from_ibug(shaped[int(overlap.argmax())]["parts"])

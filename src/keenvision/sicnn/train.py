@@ -138,8 +138,10 @@ def frozen(module: torch.nn.Module):
 
 def psnr(super_resolved: torch.Tensor, high_resolution: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of faces in [-1, 1] (peak-to-peak 2, i.e. the 0..255 PSNR): ``[B]``."""
-    mse = (super_resolved.clamp(-1, 1) - high_resolution).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # the evaluator's PSNR (psnr_ssim)
+
+    return peak_signal_noise_ratio(super_resolved.clamp(-1, 1).float(), high_resolution.float(), data_range=2.0,
+                                   reduction="none", dim=(1, 2, 3)).reshape(-1)
 
 
 class SICNNModule(L.LightningModule):
