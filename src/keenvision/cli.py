@@ -30,7 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_farsee_commands(commands)
     add_engagement_commands(commands)
     add_demo_command(commands)
+    models = commands.add_parser("models", help="the shipped weights: system, file, licence, recipe, measured metric")
+    models.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    models.set_defaults(handler=run_models)
     return parser
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from .core.bench import format_table
+    from .core.registry import shipped_models
+
+    entries = shipped_models()
+    rows = []
+    for entry in entries:
+        value = entry.metric["value"]
+        shown = "-" if value is None else f"{value:g}"
+        rows.append([entry.name, entry.system, entry.file, f"{entry.metric['name']} {shown}", entry.metric["split"],
+                     entry.recipe])
+    print(format_table(["name", "system", "file", "metric", "measured on", "recipe"], rows))
+    if args.json:
+        print_json({"models": [entry.as_dict() for entry in entries]})
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,30 @@ def test_load_into_names_the_mismatch():
         load_into(module, {"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, "file.safetensors")
 
 
-def test_packaged_weights_match_their_checksums():
-    path = packaged_weights("mtcnn_caffe.safetensors")
-    recorded = json.loads((path.parent / "checksums.json").read_text())
-    assert recorded["mtcnn_caffe.safetensors"] == sha256(path)
+def test_every_packaged_file_has_a_registry_entry_with_its_checksum(monkeypatch):
+    from keenvision.core import registry
+
+    folder = packaged_weights("mtcnn_caffe.safetensors").parent
+    entries = registry.shipped_models()
+    assert {entry.file for entry in entries} == {path.name for path in folder.glob("*.safetensors")}
+    for entry in entries:
+        assert sha256(packaged_weights(entry.file)) == entry.sha256, entry.name
+        assert entry.system in ("mtcnn", "sicnn", "farsee", "engagement", "diffrate") and entry.licence
+        assert {"name", "value", "split"} <= set(entry.metric)
+    # a packaged file the registry does not know is refused, not trusted
+    monkeypatch.setattr(registry, "expected_sha256", lambda filename: None)
+    with pytest.raises(WeightsError, match="no entry in the registry"):
+        packaged_weights("mtcnn_caffe.safetensors")
+
+
+def test_load_by_name_and_keen_models(capsys):
+    import keenvision
+    from keenvision.cli import main
+    from keenvision.farsee import FarSeeNet
+
+    assert isinstance(keenvision.load("farsee-camvid"), FarSeeNet)
+    with pytest.raises(ValueError, match="unknown shipped model 'nope'; shipped: mtcnn-caffe"):
+        keenvision.load("nope")
+    assert main(["models", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "farsee-camvid" in {model["name"] for model in record["models"]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -25,14 +24,18 @@ def sha256(path: str | Path) -> str:
 
 
 def packaged_weights(filename: str) -> Path:
-    """Path of a weights file shipped in ``keenvision/weights/``, checked against ``checksums.json``."""
+    """Path of a weights file shipped in ``keenvision/weights/``, checked against its SHA-256 in the registry
+    (`core.registry`); a file without a registry entry is refused."""
     folder = resources.files("keenvision") / "weights"
     path = Path(str(folder / filename))
     if not path.is_file():
         raise WeightsError(f"packaged weights {filename} are missing from {folder} (broken install?)")
-    checksums = json.loads((folder / "checksums.json").read_text())
-    expected = checksums.get(filename)
-    if expected is not None and sha256(path) != expected:
+    from .registry import expected_sha256
+
+    expected = expected_sha256(filename)
+    if expected is None:
+        raise WeightsError(f"packaged weights {filename} have no entry in the registry (weights/registry.json)")
+    if sha256(path) != expected:
         raise WeightsError(f"packaged weights {path} fail their checksum (corrupt install?)")
     return path
 

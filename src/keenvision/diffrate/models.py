@@ -11,10 +11,11 @@ import yaml
 from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
+from ..core.registry import shipped_files
 from ..core.weights import WeightsError, load_into, load_weights, packaged_weights
 from .train import CIFAR10_MEAN, CIFAR10_STD
 
-SHIPPED = {"cifar10-vit": "diffrate_cifar10_vit.safetensors"}
+SHIPPED = shipped_files("diffrate")  # {"cifar10-vit": ...}, from weights/registry.json
 
 
 def vit_from_export(path: str | Path) -> VisionTransformer:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..core.cli import require_positive as _positive
+from ..core.registry import weights_help
 
-WEIGHTS_HELP = ("engagement-openface-15 (shipped, the default), engagement-openface-21, or a .safetensors export of "
-                "`keen engagement train`")
+WEIGHTS_HELP = weights_help("engagement", "engagement-openface-15", "a .safetensors export of `keen engagement train`")
 
 
 def _add_video_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.registry import shipped_files
 from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights, save_weights
 from .baseline import RidgeEngagement
 from .data import FeatureLayout, FeatureStandardiser
 from .model import MILEngagementRegressor
 
-# shipped ensembles: name -> file under keenvision/weights/
-SHIPPED = {"engagement-openface-15": "engagement_openface_15seg.safetensors",
-           "engagement-openface-21": "engagement_openface_21seg.safetensors",
-           "engagement-vggface2-15": "engagement_vggface2_15seg.safetensors"}
+SHIPPED = shipped_files("engagement")  # name -> file under keenvision/weights/, from weights/registry.json
 FORMAT = "keenvision.engagement"
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..core.cli import add_json_option as _add_json
 from ..core.cli import require_positive as _positive
+from ..core.registry import weights_help
 
-WEIGHTS_HELP = "farsee-camvid (shipped weights, the default) or a .safetensors export of `keen farsee train`"
+WEIGHTS_HELP = weights_help("farsee", "farsee-camvid", "a .safetensors export of `keen farsee train`")
 
 
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:

@@ -30,10 +30,11 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from ..core.registry import shipped_files
 from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
-SHIPPED = {"farsee-camvid": "farsee_camvid.safetensors"}
+SHIPPED = shipped_files("farsee")  # {"farsee-camvid": "farsee_camvid.safetensors"}, from weights/registry.json
 HEADS = ("sr", "bilinear")
 BACKBONE_STRIDE = 32  # the backbone's deepest reduction: the sub-sampled input is padded to a multiple of it
 

@@ -34,11 +34,13 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from ..core.io import read_image
+from ..core.registry import shipped_files
 from ..core.weights import load_into, load_weights, packaged_weights
 from .model import ONet, PNet, RNet
 from .resample import resample_crops, resample_crops_cv2
 
 DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
+MTCNN_SHIPPED = shipped_files("mtcnn")  # {"mtcnn-caffe": "mtcnn_caffe.safetensors"}
 _CELL_SIZE, _CELL_STRIDE = 12, 2
 # facenet-pytorch's departures from the MATLAB pipeline, each switchable for the parity ablation
 FACENET_DEVIATIONS = ("pyramid", "crops", "rounding", "nms", "flip")
@@ -198,7 +200,10 @@ class MTCNN(nn.Module):
         # ("auto": OpenCV on CPU, the batched gather elsewhere; "opencv" or "torch" to force one; same numbers)
         self.pnet_pixels_per_launch = 400_000
         self.crop_backend = "auto"
-        path = Path(weights) if weights is not None else packaged_weights(DEFAULT_WEIGHTS)
+        if weights is None or str(weights) in MTCNN_SHIPPED:  # the authors' converted weights (the registry)
+            path = packaged_weights(MTCNN_SHIPPED.get(str(weights), DEFAULT_WEIGHTS))
+        else:
+            path = Path(weights)
         state = load_weights(path)
         self.pnet = PNet(landmarks="pnet.landmarks.weight" in state)
         self.rnet = RNet(landmarks="rnet.landmarks.weight" in state)

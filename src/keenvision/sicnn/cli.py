@@ -10,8 +10,9 @@ from pathlib import Path
 from ..core.cli import UsageError, add_trainer_options, print_json, trainer_overrides
 from ..core.cli import add_json_option as _add_json
 from ..core.cli import require_positive as _positive
+from ..core.registry import weights_help
 
-WEIGHTS_HELP = "sicnn-celeba (shipped CNN-H, the default) or a CNN-H .safetensors export of `keen sicnn train`"
+WEIGHTS_HELP = weights_help("sicnn", "sicnn-celeba", "a CNN-H .safetensors export of `keen sicnn train`")
 EVAL_WEIGHTS_HELP = ("CNN-H to score, repeatable: W (scored as 'sicnn') or NAME=W (scored as NAME), W being "
                      "sicnn-celeba or a .safetensors export; e.g. --weights pixel=a.safetensors --weights "
                      "si=b.safetensors for the ablation (default: sicnn-celeba)")

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.registry import shipped_files
 from ..core.weights import WeightsError, load_into, load_weights, resolve_weights
 from ..core.weights import read_metadata as read_safetensors_metadata
 
-SHIPPED = {"sicnn-celeba": "sicnn_cnn_h.safetensors"}
+SHIPPED = shipped_files("sicnn")  # {"sicnn-celeba": "sicnn_cnn_h.safetensors"}, from weights/registry.json
 EXPORT_FORMAT = "keenvision.sicnn"
 FACE_SIZE = (96, 112)  # (width, height) of the aligned faces, the SphereFace/CosFace 5-point template
 SCALE = 8  # CNN-H magnification: 12x14 -> 96x112
