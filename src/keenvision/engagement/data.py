@@ -1,7 +1,7 @@
 """Per-segment engagement features: the NPZ reader, the 4 intensity levels, standardisation and the metric.
 
 An engagement NPZ holds ``features`` ``[N, S, D]`` (N videos, S segments, D features per segment) and, for training
-or evaluation, ``labels`` ``[N]`` in {0, 0.33, 0.66, 1} (EmotiW's four engagement levels, notes/engagement.md).
+or evaluation, ``labels`` ``[N]`` in {0, 0.33, 0.66, 1} (EmotiW's four engagement levels, docs/engagement.md).
 The feature set's name comes from an optional ``feature_set`` string in the file, else from the file name
 (``emotiw2019_<set>_<S>seg_*.npz``), else "unknown". A model is trained for one layout (feature set, S, D) and
 refuses another.

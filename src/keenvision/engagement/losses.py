@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-RANK_MARGIN = 0.75  # m of the 2019 code's kw_rank_loss (notes/engagement.md)
+RANK_MARGIN = 0.75  # m of the 2019 code's kw_rank_loss (docs/engagement.md)
 
 # The six hinge terms of the 2019 rank loss, levels 0..3 (the notes' c1..c4), as (near pair, far pair, margin in m):
 # [d(near) - d(far) + k m]_+ asks the far pair's centroids to lie at least k m farther apart than the near pair's.

@@ -1,4 +1,4 @@
-"""The multi-instance LSTM engagement regressor of EmotiW 2019 (Wang et al., ICMI'19; notes/engagement.md).
+"""The multi-instance LSTM engagement regressor of EmotiW 2019 (Wang et al., ICMI'19; docs/engagement.md).
 
 A video is a bag of S segments (instances). A shared LSTM encodes each segment, an MLP maps its last output to a
 segment feature ``f_k``, attention ``a_k = sigmoid(w . f_k + b)`` pools them as ``sum_k a_k f_k / sum_k a_k``, and
@@ -10,7 +10,7 @@ Two input forms:
   design: 10 segments x 120 frames) and its last step is the segment's encoding.
 - ``[B, S, D]``: one feature vector per segment (the EmotiW NPZ features); each segment is a length-1 sequence, so the
   LSTM acts as a gated non-linear encoder of the segment, with no temporal modelling (as in the 2018 code,
-  notes/engagement.md). Either way the pooling is order-free: the bag's segments are exchangeable.
+  docs/engagement.md). Either way the pooling is order-free: the bag's segments are exchangeable.
 
 Sizes are far below the 2019 code's (hidden 512, MLP 1024-512-128, ~4.4 M parameters): the training set has 146
 videos, and the shipped ensemble holds several models. The defaults give ~55 k parameters (~0.2 MB fp32).

@@ -9,7 +9,7 @@ Run ``python -m keenvision.engagement.train --config configs/engagement/openface
    cross-validated on the training data and the best (lowest CV MSE) is the recipe trained; inside the outer
    cross-validation the selection runs again within each outer training fold (nested), so the reported CV MSE
    does not see the videos that chose the hyperparameters.
-2. Bootstrap aggregation (the 2019 team's bagging; their number of models is not stated, notes/engagement.md):
+2. Bootstrap aggregation (the 2019 team's bagging; their number of models is not stated, docs/engagement.md):
    ``bag_models`` models, each on a bootstrap resample (n draws with replacement) of all training videos,
    predictions averaged; the OUT-OF-BAG MSE scores each video with the models whose resample left it out.
    ``bootstrap: false`` trains every model on all videos (a seed ensemble).

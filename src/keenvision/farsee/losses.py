@@ -1,4 +1,4 @@
-"""Segmentation losses for FarSee-Net. The paper does not state its loss (notes/farsee.md), so the recipe chooses:
+"""Segmentation losses for FarSee-Net. The paper does not state its loss (docs/farsee.md), so the recipe chooses:
 
 - `weighted_cross_entropy` with ENet class weights (Paszke et al. 2016, Sec. 5.2) is the CamVid default: mIoU
   averages classes equally and CamVid's rare classes (pole, sign, pedestrian, bicyclist: ~1% of pixels each) would

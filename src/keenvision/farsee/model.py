@@ -2,7 +2,7 @@
 1/32 and 1/16 features, with learned feature-space super-resolution (sub-pixel convolution, PixelShuffle) instead of
 bilinear upsampling, run on a sub-sampled input and scored at full resolution.
 
-Structure as read from the zh320 reimplementation (``models/farseenet.py``; notes/farsee.md), not confirmed against
+Structure as read from the zh320 reimplementation (``models/farseenet.py``; docs/farsee.md), not confirmed against
 the paper's figure:
 
     image [B,3,H,W] --resize x input_scale--> [B,3,h,w] --pad to /32--> backbone (timm, features_only)

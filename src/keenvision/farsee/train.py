@@ -7,7 +7,7 @@ stopped with ``--resume``); validation mIoU (torchmetrics, ignore index honoured
 final weights are written as fp16 safetensors whose metadata `keenvision.farsee.load_farsee` reads.
 ``--export CKPT OUT`` only exports the model of a checkpoint (e.g. ``last.ckpt`` of a run still going).
 
-The paper's loss and schedule are not known (notes/farsee.md); the recipe is the usual one of real-time
+The paper's loss and schedule are not known (docs/farsee.md); the recipe is the usual one of real-time
 segmentation: poly learning rate (power 0.9), SGD with momentum 0.9 and weight decay 5e-4 (AdamW selectable),
 ENet-weighted cross entropy (OHEM selectable; see `losses`), random scale / crop / flip.
 """

@@ -4,7 +4,7 @@ heads CNN-R is trained with (A-Softmax as in the paper; CosFace and ArcFace sele
 Faces are RGB in [-1, 1] (``x / 127.5 - 1``, see `keenvision.sicnn.data.normalise`), 96 wide and 112 high; the
 low-resolution input of CNN-H is the 8x8 average pooling of that (`keenvision.sicnn.data.degrade`), 12x14.
 
-CNN-H (layout of the public Caffe sample ``sicnn_caffe/sicnn.prototxt``; notes/sicnn.md), default widths smaller
+CNN-H (layout of the public Caffe sample ``sicnn_caffe/sicnn.prototxt``; docs/sicnn.md), default widths smaller
 so it trains on a CPU (``PAPER_CNN_H`` holds the sample's)::
 
     LR [B,3,14,12] -> stage 1: conv3 (stem) + dense layers (conv3 growth, PReLU, concatenated)
@@ -37,7 +37,7 @@ EXPORT_FORMAT = "keenvision.sicnn"
 FACE_SIZE = (96, 112)  # (width, height) of the aligned faces, the SphereFace/CosFace 5-point template
 SCALE = 8  # CNN-H magnification: 12x14 -> 96x112
 
-# The Caffe sample's sizes (notes/sicnn.md): ~4.7 M parameters for CNN-H, ~28 layers for CNN-R.
+# The Caffe sample's sizes (docs/sicnn.md): ~4.7 M parameters for CNN-H, ~28 layers for CNN-R.
 PAPER_CNN_H = {"stem_channels": 64, "growth": 32, "dense_layers": [6, 6, 6, 2], "upsample_channels": 256}
 PAPER_CNN_R = {"channels": [64, 128, 256, 512], "blocks": [1, 2, 5, 3], "stem_channels": 32, "embedding_dim": 512,
                "batch_norm": False}

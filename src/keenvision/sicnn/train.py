@@ -2,7 +2,7 @@
 
 Run ``python -m keenvision.sicnn.train --config configs/sicnn/<phase>.yaml [--resume] [--max-steps N]`` on faces
 prepared by `keenvision.sicnn.prepare_faces` (``keen sicnn prepare --src ... --out runs/sicnn/faces``). The config's
-``phase`` picks the recipe (paper Sec. 3.3 and Algorithm 1; notes/sicnn.md):
+``phase`` picks the recipe (paper Sec. 3.3 and Algorithm 1; docs/sicnn.md):
 
 - ``recognition``: pre-train CNN-R on HR faces with the margin head (A-Softmax, L_FR).
 - ``pixel``: pre-train CNN-H with the pixel loss L_SR only.
