@@ -154,3 +154,19 @@ def test_every_train_command_takes_the_same_trainer_options(capsys):
         options = {word.strip("[],") for word in shown.split() if word.startswith(("--", "[--"))}
         wanted = common | (set() if system == "engagement" else stepped)  # engagement fits by epochs, seconds long
         assert wanted <= options, (system, wanted - options)
+
+
+def test_detect_keeps_both_outputs_of_same_named_files(tmp_path, data_dir, capsys):
+    photo = data_dir / "mtcnn_official" / "test1.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} not found")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo, tmp_path / folder / "p.jpg")
+    code = main(["detect", str(tmp_path / "a" / "p.jpg"), str(tmp_path / "b" / "p.jpg"), "--out",
+                 str(tmp_path / "out"), "--align"])
+    capsys.readouterr()
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["p.jpg", "p_2.jpg"]
+    aligned = {p.name for p in (tmp_path / "out" / "aligned").glob("*.png")}
+    assert {"p_0.png", "p_2_0.png"} <= aligned  # the first face of each

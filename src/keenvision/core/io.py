@@ -145,6 +145,28 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+class UniqueStems:
+    """Output stems that never collide: the same file name in two folders (``a/p.jpg``, ``b/p.jpg``) gets ``p``
+    then ``p_2``, so one output never overwrites another's. Frames of one video keep their own stems (the caller
+    adds the frame index after the source's stem)."""
+
+    def __init__(self):
+        self._by_source: dict[Path, str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, source: str | Path) -> str:
+        """The stem for ``source``; the same source always gets the same stem."""
+        source = Path(source)
+        if source not in self._by_source:
+            stem, copy = source.stem, 1
+            while stem in self._taken:
+                copy += 1
+                stem = f"{source.stem}_{copy}"
+            self._taken.add(stem)
+            self._by_source[source] = stem
+        return self._by_source[source]
+
+
 def video_frames(path: str | Path, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_index, rgb)`` for every ``step``-th frame; raises ImageReadError if it cannot be decoded."""
     capture = cv2.VideoCapture(str(path))

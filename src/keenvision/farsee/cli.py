@@ -98,6 +98,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.io import UniqueStems
     from .segment import Segmenter, write_outputs
 
     _positive(args.every, "--every")
@@ -107,7 +108,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
     segmenter = Segmenter(args.weights, device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
     processed = failed = 0
-    used_stems: set[str] = set()
+    stems = UniqueStems()  # same file name in two folders: keep both
     results = segmenter.segment_files(args.paths, every=args.every)
     for result, image in tqdm(results, desc="segment", unit="img", file=sys.stderr, disable=None):
         if result.error is not None:
@@ -116,11 +117,7 @@ def run_segment(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(result.to_dict(segmenter.class_names))
             continue
-        stem, copy = result.stem, 1
-        while stem in used_stems:  # same file name in two folders: keep both
-            copy += 1
-            stem = f"{result.stem}_{copy}"
-        used_stems.add(stem)
+        stem = stems(result.path) + (f"_f{result.frame:06d}" if result.frame is not None else "")
         written = write_outputs(result, image, args.out, segmenter.palette, args.alpha, stem=stem)
         processed += 1
         record = result.to_dict(segmenter.class_names)

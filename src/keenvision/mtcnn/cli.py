@@ -106,6 +106,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.io import UniqueStems
     from .files import detect_files, write_outputs
 
     if args.batch_size < 1 or args.video_step < 1:
@@ -114,6 +115,7 @@ def run_detect(args: argparse.Namespace) -> int:
         raise UsageError("--align needs --out DIR")
     detector = make_detector(args)
     processed = failed = faces = 0
+    stems = UniqueStems()  # a/p.jpg and b/p.jpg: p.jpg and p_2.jpg, never one over the other
     results = detect_files(detector, args.paths, batch_size=args.batch_size, video_step=args.video_step)
     for result, image in tqdm(results, desc="detect", unit="img", file=sys.stderr, disable=None):
         if result.error is not None:
@@ -125,7 +127,8 @@ def run_detect(args: argparse.Namespace) -> int:
         processed += 1
         faces += len(result.faces)
         if args.out is not None:
-            write_outputs(result, image, args.out, aligned_size=args.align_size if args.align else None)
+            write_outputs(result, image, args.out, aligned_size=args.align_size if args.align else None,
+                          stem=stems(result.path))
         if args.json:
             print_json(result.to_dict())
         else:

@@ -99,25 +99,25 @@ def detect_files(detector: MTCNN, paths: list[str | Path], batch_size: int = 8,
             yield FileResult(Path(path), frame, image_faces, size, scale=scale), image
 
 
-def output_name(result: FileResult, suffix: str) -> str:
-    stem = result.path.stem
+def output_name(result: FileResult, suffix: str, stem: str | None = None) -> str:
+    stem = stem or result.path.stem
     return f"{stem}_f{result.frame:06d}{suffix}" if result.frame is not None else f"{stem}{suffix}"
 
 
 def write_outputs(result: FileResult, image: np.ndarray, out_dir: Path, annotate: bool = True,
-                  aligned_size: tuple[int, int] | None = None) -> list[Path]:
+                  aligned_size: tuple[int, int] | None = None, stem: str | None = None) -> list[Path]:
     """Annotated image (``<stem>.jpg``/``<stem>_f<frame>.jpg``) and, with ``aligned_size``, aligned face crops
     (``aligned/<stem>_<k>.png``); every file written atomically. Returns the paths written."""
     written = []
     if annotate:  # drawn on the pixels detected on, which huge images had reduced
         canvas = draw_boxes(image, [f.box * result.scale for f in result.faces], [f.score for f in result.faces],
                             [f.landmarks * result.scale for f in result.faces])
-        path = out_dir / output_name(result, ".jpg")
+        path = out_dir / output_name(result, ".jpg", stem)
         write_image(path, canvas)
         written.append(path)
     if aligned_size is not None:
         for index, face in enumerate(result.faces):
-            path = out_dir / "aligned" / output_name(result, f"_{index}.png")
+            path = out_dir / "aligned" / output_name(result, f"_{index}.png", stem)
             write_image(path, align(image, face.landmarks * result.scale, aligned_size))
             written.append(path)
     return written

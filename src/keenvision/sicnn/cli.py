@@ -89,13 +89,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_hallucinate(args: argparse.Namespace) -> int:
+    from ..core.io import UniqueStems
     from .hallucinate import Hallucinator, write_comparisons
 
     if args.min_face_size < 12:
         raise UsageError(f"--min-face-size must be >= 12 (MTCNN's window), got {args.min_face_size:g}")
     hallucinator = Hallucinator(args.weights, device=args.device, min_face_size=args.min_face_size)
     processed = failed = written_total = 0
-    used_stems: set[str] = set()
+    stems = UniqueStems()  # same file name in two folders: keep both
     for result in hallucinator.hallucinate_files(args.paths, all_faces=args.all_faces):
         if result.note:
             print(f"keen hallucinate: {result.path}: {result.note}", file=sys.stderr)
@@ -105,12 +106,7 @@ def run_hallucinate(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(result.to_dict())
             continue
-        stem, copy = result.path.stem, 1
-        while stem in used_stems:  # same file name in two folders: keep both
-            copy += 1
-            stem = f"{result.path.stem}_{copy}"
-        used_stems.add(stem)
-        written = write_comparisons(result, args.out, stem=stem)
+        written = write_comparisons(result, args.out, stem=stems(result.path))
         processed += 1
         written_total += sum(path is not None for path in written)
         record = result.to_dict()
