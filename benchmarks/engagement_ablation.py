@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/engagement_cv.txt")
+    parser.add_argument("--plot", type=Path, help="PNG: out-of-fold predicted vs true per level (calibration)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _quiet_lightning()
@@ -145,6 +146,15 @@ def main() -> None:
         baseline = kept["openface_15"]["ridge on segment mean+std"]
         rows.append(("fused OF15+VG15", "ridge on segment mean+std", summarise(ridge, labels, baseline, learners)))
         rows.append(("fused OF15+VG15", "shipped recipes", summarise(recipe, labels, baseline, learners)))
+        if args.plot:
+            from keenvision.engagement.predict import plot_calibration
+
+            first = {"ridge, OpenFace 15": baseline[0], "shipped recipe, OpenFace 15": next(
+                v for k, v in kept["openface_15"].items() if k.startswith("shipped"))[0],
+                     "fused shipped recipes": recipe[0]}
+            plot_calibration(first, labels, args.plot, title=f"out-of-fold predictions, CV by {args.folds_by} "
+                                                              "(first repeat)")
+            print(f"wrote {args.plot}")
     table_rows = []
     for layout, name, result in rows:
         low, high = result["gain_interval"]
