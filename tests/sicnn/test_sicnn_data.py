@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -113,7 +114,8 @@ def test_prepare_faces_splits_by_identity_and_reports_failures(prepared):
     assert {v["split"] for v in manifest["identities"].values()} <= {"train", "val", "test"}
     assert {k: v["split"] for k, v in manifest["identities"].items()} == split_of
     assert manifest["identities"]["single"]["single_photo"] is True
-    assert manifest["identities"]["00001"] == {"split": split_of["00001"], "faces": 6, "single_photo": False}
+    assert manifest["identities"]["00001"] == {"split": split_of["00001"], "faces": 6, "single_photo": False,
+                                               "origin": Path(manifest["source"]).name}
     reasons = {failure["source"]: failure["reason"] for failure in manifest["failures"]}
     assert reasons["00002/corrupt.jpg"].startswith("unreadable")
     assert reasons["s1/no_face.png"].startswith("no face found")
@@ -141,3 +143,24 @@ def test_face_identity_dataset_reads_a_split(prepared):
     most = max(v["faces"] for v in manifest["identities"].values())
     with pytest.raises(ValueError, match=f"holds no faces of an identity with at least {most + 1}"):
         FaceIdentityDataset(out, "train", min_faces_per_identity=most + 1)
+
+
+def test_prepare_joins_sources_keeps_the_first_split_and_refuses_shared_identities(tmp_path, data_dir, detector):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for identity in ("00001", "00002", "00003", "00004"):
+        shutil.copytree(data_dir / "celeba_identities" / identity, first / identity)
+    more = sorted(p for p in (data_dir / "celeba_identities_more").iterdir() if p.is_dir())[:3]
+    for folder in more:
+        (second / folder.name).mkdir(parents=True)
+        shutil.copy(sorted(folder.glob("*.jpg"))[0], second / folder.name)  # one photo each keeps this quick
+    fractions = {"train": 0.5, "val": 0.25, "test": 0.25}
+    alone = prepare_faces(first, tmp_path / "alone", detector=detector, fractions=fractions)
+    joined = prepare_faces([first, second], tmp_path / "joined", detector=detector, fractions=fractions)
+    for identity, entry in alone["identities"].items():  # adding a source leaves the first one's split as it was
+        assert joined["identities"][identity]["split"] == entry["split"]
+        assert joined["identities"][identity]["origin"] == "first"
+    assert {joined["identities"][f.name]["origin"] for f in more} == {"second"}
+    assert joined["source"] == [str(first), str(second)]
+    shutil.copytree(first / "00002", second / "00002")
+    with pytest.raises(ValueError, match=r"identities 00002 are in both .*first and .*second"):
+        prepare_faces([first, second], tmp_path / "clash", detector=detector, fractions=fractions)

@@ -48,7 +48,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                description="Reads <src>/<identity>/<photo>, aligns the largest face of each photo "
                                            "with MTCNN's 5 points and writes <out>/<split>/<identity>/*.png and "
                                            "<out>/manifest.json; identities never straddle splits.")
-    prepare.add_argument("--src", type=Path, required=True, help="folder of identity folders of photos")
+    prepare.add_argument("--src", type=Path, required=True, action="append",
+                         help="folder of identity folders of photos; repeat to join folders (each split on its own)")
     prepare.add_argument("--out", type=Path, required=True, help="output folder")
     prepare.add_argument("--val-fraction", type=float, default=0.1, help="share of identities for val (0.1)")
     prepare.add_argument("--test-fraction", type=float, default=0.1, help="share of identities for test (0.1)")
@@ -141,8 +142,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     train_fraction = 1 - args.val_fraction - args.test_fraction
     if train_fraction <= 0:
         raise UsageError("--val-fraction plus --test-fraction must leave a share for training")
-    if not args.src.is_dir():
-        raise UsageError(f"--src {args.src}: no such folder")
+    for folder in args.src:
+        if not folder.is_dir():
+            raise UsageError(f"--src {folder}: no such folder")
     bar = tqdm(desc="prepare", unit="identity", file=sys.stderr, disable=None)
 
     def progress(done: int, total: int) -> None:

@@ -135,15 +135,21 @@ def _align_with_border(pixels: np.ndarray, landmarks: np.ndarray, size: tuple[in
     return align(padded, np.asarray(landmarks, np.float64) + pad, size)
 
 
-def prepare_faces(src: str | Path, out: str | Path, size: tuple[int, int] = (96, 112), detector=None,
-                  fractions: dict[str, float] | None = None, seed: int = 0, max_identities: int | None = None,
-                  overwrite: bool = False, min_side_for_detection: int = 160, progress=None) -> dict:
+def prepare_faces(src: str | Path | Sequence[str | Path], out: str | Path, size: tuple[int, int] = (96, 112),
+                  detector=None, fractions: dict[str, float] | None = None, seed: int = 0,
+                  max_identities: int | None = None, overwrite: bool = False, min_side_for_detection: int = 160,
+                  progress=None) -> dict:
     """Detect, align and split a folder of identity photos for SICNN.
 
     Reads ``<src>/<identity>/<image>`` (any format `keenvision.core.io.read_image` reads: grey, RGBA, 16-bit are
     converted to RGB), detects faces with MTCNN (the largest one per photo; photos where none is found are retried
     padded/upscaled, see `_detect_with_retry`), aligns it with the 5 points onto the 96x112 template, and writes
     ``<out>/<split>/<identity>/<name>.png`` and ``<out>/manifest.json``.
+
+    ``src`` may be several folders (``celeba_identities`` and ``celeba_identities_more``): each is split on its own
+    with ``seed``, so adding a folder leaves the first one's split as it was (and gives the second its own test
+    identities); an identity name found in two folders is an error naming them. Each identity's ``origin`` in the
+    manifest is its folder's name.
 
     The split is by identity (``fractions`` of train/val/test, default 0.8/0.1/0.1, shuffled with ``seed``): test
     and val identities never appear in train. Unreadable files and photos without a face are listed under
@@ -158,9 +164,11 @@ def prepare_faces(src: str | Path, out: str | Path, size: tuple[int, int] = (96,
 
     Returns the manifest (also written as ``manifest.json``).
     """
-    src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: no such folder")
+    sources = [Path(src)] if isinstance(src, (str, Path)) else [Path(folder) for folder in src]
+    out = Path(out)
+    for folder in sources:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
     if (out / "manifest.json").exists():
         if not overwrite:
             raise FileExistsError(f"{out} already holds a preparation (manifest.json); pass overwrite=True")
@@ -170,15 +178,24 @@ def prepare_faces(src: str | Path, out: str | Path, size: tuple[int, int] = (96,
         from keenvision.mtcnn import MTCNN
 
         detector = MTCNN(device="cpu")
-    identities = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if max_identities:
-        identities = identities[:max_identities]
-    if not identities:
-        raise ValueError(f"{src} has no identity folders (<src>/<identity>/<image>)")
-    assignment = split_identities(identities, fractions, seed)
+    folder_of: dict[str, Path] = {}
+    assignment: dict[str, str] = {}
+    for folder in sources:
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if max_identities:
+            names = names[:max_identities]
+        if not names:
+            raise ValueError(f"{folder} has no identity folders (<src>/<identity>/<image>)")
+        shared = sorted(set(names) & set(folder_of))
+        if shared:
+            raise ValueError(f"identities {', '.join(shared[:10])}{' ...' if len(shared) > 10 else ''} are in both "
+                             f"{folder_of[shared[0]]} and {folder}: a person in two sources could straddle splits")
+        folder_of.update({name: folder for name in names})
+        assignment.update(split_identities(names, fractions, seed))
+    identities = list(folder_of)
     faces, failures, per_identity = [], [], {}
     for done, identity in enumerate(identities, 1):
-        split = assignment[identity]
+        split, src = assignment[identity], folder_of[identity]
         photos = sorted(p for p in (src / identity).iterdir() if p.is_file() and not p.name.startswith("."))
         written = 0
         used_names: set[str] = set()
@@ -206,13 +223,15 @@ def prepare_faces(src: str | Path, out: str | Path, size: tuple[int, int] = (96,
                           "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks]})
             written += 1
         if written:
-            per_identity[identity] = {"split": split, "faces": written, "single_photo": written == 1}
+            per_identity[identity] = {"split": split, "faces": written, "single_photo": written == 1,
+                                      "origin": src.name}
         else:
             failures.append({"source": identity, "identity": identity, "reason": "identity dropped: no usable photo"})
         if progress:
             progress(done, len(identities))
     manifest = {
-        "source": str(src), "size": list(size), "seed": seed,
+        "source": str(sources[0]) if len(sources) == 1 else [str(folder) for folder in sources],
+        "size": list(size), "seed": seed,
         "fractions": fractions or DEFAULT_FRACTIONS,
         "normalisation": "x / 127.5 - 1", "template": "SphereFace/CosFace 5-point 96x112",
         "counts": {split: {"identities": sum(1 for v in per_identity.values() if v["split"] == split),
