@@ -14,27 +14,16 @@ needs ``onnxscript``; ``pip install keenvision[onnx]`` installs it with ``onnx``
 from __future__ import annotations
 
 import copy
-import importlib.util
-import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core.io import write_atomic
+from ..core.onnx import ONNX_EXTRA_HINT, OPSET, export_to_onnx_bytes, onnx_export_available, onnx_runtime_available
 
-OPSET = 18
-ONNX_EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'keenvision[onnx]' (onnx, onnxscript, onnxruntime)"
-
-
-def onnx_export_available() -> bool:
-    """Whether the exporter's dependencies (``onnx``, ``onnxscript``) are installed."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
-
-
-def onnx_runtime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
+__all__ = ["ONNX_EXTRA_HINT", "OPSET", "export_onnx", "onnx_export_available", "onnx_parity",
+           "onnx_runtime_available"]
 
 
 def export_onnx(model: torch.nn.Module, out: str | Path, size: tuple[int, int] = (360, 480),
@@ -45,37 +34,15 @@ def export_onnx(model: torch.nn.Module, out: str | Path, size: tuple[int, int] =
     height, width = size
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive, got {height}x{width}")
-    if opset < 18:
-        raise ValueError(f"opset {opset} is below 18, the lowest the torch.export-based exporter writes")
-    if not onnx_export_available():
-        raise ImportError(ONNX_EXTRA_HINT)
-    import onnx
-
-    out = Path(out)
-    model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
-    example = torch.zeros(1, 3, height, width)
+    metadata = {"class_names": list(getattr(model, "class_names", ())),
+                "mean": list(getattr(model, "mean", ())), "std": list(getattr(model, "std", ())),
+                "input_size_hw": list(size), "ignore_index": getattr(model, "ignore_index", None),
+                "architecture": getattr(model, "config", None)}
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with tempfile.TemporaryDirectory() as folder:
-        temporary = Path(folder) / "model.onnx"
-        torch.onnx.export(model, (example,), str(temporary), dynamo=True, opset_version=opset,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_shapes={"images": {0: batch}}, verbose=False)
-        proto = onnx.load(str(temporary))  # loads any external weight files too: the result is one file
-    write_atomic(out, _with_metadata(proto, model, size).SerializeToString())
-    return out
-
-
-def _with_metadata(proto, model: torch.nn.Module, size: tuple[int, int]):
-    """``proto`` (an ``onnx.ModelProto``) with class names, normalisation and the input size in its
-    ``metadata_props``."""
-    properties = {"class_names": list(getattr(model, "class_names", ())),
-                  "mean": list(getattr(model, "mean", ())), "std": list(getattr(model, "std", ())),
-                  "input_size_hw": list(size), "ignore_index": getattr(model, "ignore_index", None),
-                  "architecture": getattr(model, "config", None)}
-    for key, value in properties.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    return proto
+    data = export_to_onnx_bytes(model, torch.zeros(1, 3, height, width), "images", ["logits"], {0: batch}, metadata,
+                                opset)
+    write_atomic(out, data)
+    return Path(out)
 
 
 def onnx_parity(model: torch.nn.Module, path: str | Path, images: torch.Tensor) -> float:

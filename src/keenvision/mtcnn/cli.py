@@ -102,6 +102,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_detector_arguments(bench)
     bench.set_defaults(handler=run_bench)
 
+    export = tools.add_parser("export-onnx", help="pnet.onnx, rnet.onnx, onet.onnx (dynamic batch; P-Net dynamic HxW)")
+    export.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    export.add_argument("--weights", help="detector weights: mtcnn-caffe (the default) or a .safetensors file")
+    export.add_argument("--check", action="store_true", help="compare ONNX Runtime with torch on random inputs")
+    export.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    export.set_defaults(handler=run_export)
+
 
 def run_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -198,4 +205,32 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:
         print_json(result)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..core.onnx import ONNX_EXTRA_HINT, onnx_runtime_available
+    from .detector import MTCNN
+    from .export import export_mtcnn_onnx, onnx_parity
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: not a folder")
+    if args.check and not onnx_runtime_available():
+        raise UsageError(f"--check needs onnxruntime ({ONNX_EXTRA_HINT})")
+    detector = MTCNN(weights=args.weights, device="cpu")
+    try:
+        paths = export_mtcnn_onnx(detector, args.out)
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there ({error.strerror or error})") from None
+    for path in paths.values():
+        print(f"wrote {path}")
+    record = {"out": str(args.out), "files": {stage: str(path) for stage, path in paths.items()}}
+    if args.check:
+        record["max_abs_difference"] = onnx_parity(detector, paths)
+        print("ONNX Runtime vs torch, largest output difference: "
+              + ", ".join(f"{stage} {value:.2e}" for stage, value in record["max_abs_difference"].items()))
+    if args.json:
+        print_json(record)
     return 0
