@@ -43,3 +43,15 @@ def test_formula_matches_flop_counter_on_compressed_model(make_vit):
     patch(model, Schedule.keep_all(model))
     assert measured_gflops(model, schedule) == pytest.approx(counted)
     assert model.schedule == Schedule.keep_all(model)
+
+
+def test_measured_flops_of_an_attention_pool_head(make_vit):
+    """SigLIP's head (global_pool "map", a learned latent query) once failed inside FlopCounterMode ("Expected
+    gradient function to be set"): parameters that require grad reached its module tracker under no_grad."""
+    model = make_vit(global_pool="map", class_token=False, embed_dim=64, depth=4, num_heads=2)
+    assert model.attn_pool is not None and all(p.requires_grad for p in model.parameters())
+    schedule = Schedule((64, 60, 50, 40), (64, 50, 40, 30))
+    counted = measured_gflops(model, schedule)
+    assert counted == pytest.approx(schedule_gflops(model, schedule), rel=0.1)  # the head is outside the formula
+    assert counted < measured_gflops(model)
+    assert all(p.requires_grad for p in model.parameters())  # restored after the count

@@ -132,8 +132,16 @@ def measured_gflops(
         parameter = next(model.parameters())
         image = torch.zeros((1, *input_size), dtype=parameter.dtype, device=parameter.device)
         model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(image)
+        # parameters that require grad reach FlopCounterMode's module tracker as module inputs in some heads (the
+        # attention-pool head's latent query, SigLIP), and its backward hooks fail on them under no_grad
+        requires_grad = [parameter.requires_grad for parameter in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(image)
+        finally:
+            for flag, parameter in zip(requires_grad, model.parameters()):
+                parameter.requires_grad_(flag)
         return counter.get_total_flops() / 2 / 1e9
     finally:
         model.train(was_training)
