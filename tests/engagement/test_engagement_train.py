@@ -190,3 +190,20 @@ def test_cross_validation_by_learner_is_less_optimistic_than_by_video(data_dir, 
 
     by_video, by_learner = cv_mse(None), cv_mse(real_learners)
     assert by_learner > 1.3 * by_video, (by_video, by_learner)  # measured 0.055 vs 0.084
+
+
+def test_shipped_vggface2_ensemble_and_the_fused_shipped_eval(data_dir, capsys):
+    from keenvision.cli import main
+
+    faces = load_features(data_dir / "engagement" / "emotiw2019_vggface2_15seg_train.npz")
+    ensemble = load_engagement("engagement-vggface2-15")
+    assert ensemble.layout == faces.layout
+    metadata_config = json.loads(ensemble.metadata["config"])
+    assert metadata_config["learner_groups_from"] and ensemble.ridge is not None  # chosen by CV by learner
+    openface = data_dir / "engagement" / "emotiw2019_openface_15seg_train.npz"
+    code = main(["engagement", "eval", "--features", str(openface), "--features",
+                 str(data_dir / "engagement" / "emotiw2019_vggface2_15seg_train.npz"), "--json"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = [row["name"] for row in record["results"]]
+    assert code == 0 and names[0] == "engagement-openface-15" and "engagement-vggface2-15" in names
+    assert record["weights"].startswith("fused") and record["mse"] < float(np.var(faces.labels))
