@@ -145,6 +145,58 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+@dataclass
+class InputFrame:
+    """One image, or one frame of a video, of a command's inputs: ``pixels`` RGB uint8 ``[H, W, 3]`` (reduced by
+    ``scale`` when the input was above ``max_pixels``), or ``error`` (a one-line message) when it could not be read."""
+
+    path: Path
+    frame: int | None  # the video frame index; None for an image
+    pixels: np.ndarray | None
+    error: str | None = None
+    scale: float = 1.0
+
+
+def input_frames(paths: list[str | Path], video_step: int = 1, max_pixels: int | None = None,
+                 videos: bool = True) -> Iterator[InputFrame]:
+    """The one input pipeline of ``keen detect``, ``segment`` and ``hallucinate``: files and folders (`expand_paths`)
+    -> every image, and every ``video_step``-th frame of every video, in input order. A file that cannot be read
+    gives one `InputFrame` with ``error`` set and the rest carry on; with ``videos=False`` a video is such an error."""
+    for path in expand_paths(paths):
+        if is_video(path):
+            if not videos:
+                yield InputFrame(path, None, None, f"{path}: a video; this command reads images only")
+                continue
+            try:
+                for index, frame in video_frames(path, video_step):
+                    if max_pixels is not None and frame.shape[0] * frame.shape[1] > max_pixels:
+                        reduced = read_image(frame, max_pixels)
+                        yield InputFrame(path, index, reduced.pixels, scale=reduced.scale)
+                    else:
+                        yield InputFrame(path, index, frame)
+            except ImageReadError as error:
+                yield InputFrame(path, None, None, str(error))
+            continue
+        try:
+            read = read_image(path, max_pixels)
+        except ImageReadError as error:
+            yield InputFrame(path, None, None, str(error))
+            continue
+        yield InputFrame(path, None, read.pixels, scale=read.scale)
+
+
+def batched(items: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class UniqueStems:
     """Output stems that never collide: the same file name in two folders (``a/p.jpg``, ``b/p.jpg``) gets ``p``
     then ``p_2``, so one output never overwrites another's. Frames of one video keep their own stems (the caller

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..core.device import resolve_device
-from ..core.io import ImageReadError, expand_paths, is_video, read_image, video_frames, write_atomic
+from ..core.io import batched, input_frames, read_image, write_atomic
 from .data import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, normalise
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
@@ -256,38 +256,14 @@ class Segmenter:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
 
-        def frames() -> Iterator[tuple[Path, int | None, np.ndarray | str]]:
-            for path in expand_paths(list(paths)):
-                if is_video(path):
-                    try:
-                        for index, frame in video_frames(path, every):
-                            yield path, index, frame
-                    except ImageReadError as error:
-                        yield path, None, str(error)
-                    continue
-                try:
-                    yield path, None, read_image(path).pixels
-                except ImageReadError as error:
-                    yield path, None, str(error)
-
-        pending: list[tuple[Path, int | None, np.ndarray | str]] = []
-
-        def flush() -> Iterator[tuple[SegmentedFile, np.ndarray | None]]:
-            images = [image for _, _, image in pending if isinstance(image, np.ndarray)]
-            segmentations = iter(self.segment_arrays(images))
-            for path, frame, image in pending:
-                if isinstance(image, str):
-                    yield SegmentedFile(path, frame, error=image), None
+        for batch in batched(input_frames(list(paths), every), self.batch_size):
+            readable = [item.pixels for item in batch if item.error is None]
+            segmentations = iter(self.segment_arrays(readable))
+            for item in batch:
+                if item.error is not None:
+                    yield SegmentedFile(item.path, item.frame, error=item.error), None
                 else:
-                    yield SegmentedFile(path, frame, next(segmentations)), image
-            pending.clear()
-
-        for item in frames():
-            pending.append(item)
-            if len(pending) == self.batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
+                    yield SegmentedFile(item.path, item.frame, next(segmentations)), item.pixels
 
 
 def write_outputs(result: SegmentedFile, image: np.ndarray, out_dir: str | Path, palette: np.ndarray,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.draw import draw_boxes
-from ..core.io import ImageReadError, expand_paths, is_video, read_image, video_frames, write_image
+from ..core.io import batched, input_frames, write_image
 from .align import align
 from .detector import MTCNN, Face
 
@@ -37,42 +37,6 @@ class FileResult:
         return record
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-_Frame = tuple[Path, int | None, np.ndarray | str, float]
-
-
-def _frames_of(path: Path, video_step: int, max_pixels: int) -> Iterator[_Frame]:
-    """(path, frame index or None, pixels or error message, scale) for every image/frame of one input; images
-    above ``max_pixels`` are reduced while decoding and ``scale`` says by how much."""
-    if is_video(path):
-        try:
-            for index, frame in video_frames(path, video_step):
-                if frame.shape[0] * frame.shape[1] > max_pixels:
-                    reduced = read_image(frame, max_pixels)
-                    yield path, index, reduced.pixels, reduced.scale
-                else:
-                    yield path, index, frame, 1.0
-        except ImageReadError as error:
-            yield path, None, str(error), 1.0
-        return
-    try:
-        read = read_image(path, max_pixels)
-    except ImageReadError as error:
-        yield path, None, str(error), 1.0
-        return
-    yield path, None, read.pixels, read.scale
-
-
 def detect_files(detector: MTCNN, paths: list[str | Path], batch_size: int = 8,
                  video_step: int = 1) -> Iterator[tuple[FileResult, np.ndarray | None]]:
     """Yield ``(result, pixels)`` per image and per video frame (every ``video_step``-th), in input order.
@@ -81,22 +45,18 @@ def detect_files(detector: MTCNN, paths: list[str | Path], batch_size: int = 8,
     ``error`` set and the rest carry on. Images above ``detector.max_image_pixels`` are reduced while decoding
     (memory stays bounded); their faces are reported in original pixels and ``result.scale`` is the reduction of
     the returned ``pixels``."""
-    def inputs():
-        for path in expand_paths(paths):
-            yield from _frames_of(path, video_step, detector.max_image_pixels)
-
-    for batch in _batches(inputs(), batch_size):
-        pixels = [image for _, _, image, _ in batch if isinstance(image, np.ndarray)]
-        faces = iter(detector.detect_arrays(pixels)) if pixels else iter(())
-        for path, frame, image, scale in batch:
-            if isinstance(image, str):
-                yield FileResult(Path(path), frame, error=image), None
+    for batch in batched(input_frames(paths, video_step, detector.max_image_pixels), batch_size):
+        readable = [item.pixels for item in batch if item.error is None]
+        faces = iter(detector.detect_arrays(readable)) if readable else iter(())
+        for item in batch:
+            if item.error is not None:
+                yield FileResult(item.path, item.frame, error=item.error), None
                 continue
             image_faces = next(faces)
             for face in image_faces:  # back to the original pixels
-                face.box, face.landmarks = face.box / scale, face.landmarks / scale
-            size = (round(image.shape[1] / scale), round(image.shape[0] / scale))
-            yield FileResult(Path(path), frame, image_faces, size, scale=scale), image
+                face.box, face.landmarks = face.box / item.scale, face.landmarks / item.scale
+            size = (round(item.pixels.shape[1] / item.scale), round(item.pixels.shape[0] / item.scale))
+            yield FileResult(item.path, item.frame, image_faces, size, scale=item.scale), item.pixels
 
 
 def output_name(result: FileResult, suffix: str, stem: str | None = None) -> str:

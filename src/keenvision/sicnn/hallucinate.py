@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..core.device import resolve_device
-from ..core.io import ImageReadError, expand_paths, is_video, read_image, write_image
+from ..core.io import input_frames, read_image, write_image
 from ..mtcnn import MTCNN, TEMPLATES, align, similarity_transform
 
 HR_SIZE_WH = (96, 112)  # the SphereFace template SICNN works at (width, height)
@@ -285,16 +285,13 @@ class Hallucinator:
                           ) -> Iterator[HallucinatedFile]:
         """`hallucinate_image` per image file (folders expanded, videos ignored), in order. An unreadable file
         or one without a face gives a result with ``error`` set, and the rest carry on."""
-        for path in expand_paths(list(paths)):
-            if is_video(path):
-                yield HallucinatedFile(path, error=f"{path}: a video; keen hallucinate reads images only")
+        for item in input_frames(list(paths), videos=False):
+            path = item.path
+            if item.error is not None:
+                yield HallucinatedFile(path, error=item.error)
                 continue
-            note = colour_note(path) if path.is_file() else None
-            try:
-                pixels = read_image(path).pixels
-            except ImageReadError as error:
-                yield HallucinatedFile(path, error=str(error))
-                continue
+            note = colour_note(path)
+            pixels = item.pixels
             faces = self.hallucinate_image(pixels, all_faces=all_faces)
             size = (pixels.shape[1], pixels.shape[0])
             if not faces:
