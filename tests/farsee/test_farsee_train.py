@@ -144,6 +144,9 @@ def test_holdout_recipe_trains_on_the_other_drives_and_validates_on_the_held_out
     augmented = load_config(CONFIGS / "camvid_holdout_augment.yaml")
     assert {k for k in config if config[k] != augmented[k]} == {"run_dir", "export_name", "scale_range",
                                                                 "colour_jitter"}
+    bilinear = load_config(CONFIGS / "camvid_holdout_augment_bilinear.yaml")
+    assert {k for k in augmented if augmented[k] != bilinear[k]} == {"run_dir", "export_name", "model"}
+    assert {k for k in bilinear["model"] if bilinear["model"][k] != augmented["model"][k]} == {"head"}
     with pytest.raises(ValueError, match="drive 'XYZ' has no frame"):
         make_datasets(load_config(CONFIGS / "camvid_holdout.yaml", {"holdout_drive": "XYZ"}))
 
