@@ -35,11 +35,12 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def add_trainer_options(parser: argparse.ArgumentParser, example: str, steps: bool = True) -> None:
+def add_trainer_options(parser: argparse.ArgumentParser, example: str, steps: bool = True,
+                        config_required: bool = True) -> None:
     """The options every ``keen <system> train`` takes (`trainer_overrides` reads them back): the recipe, where the
     run goes, seed and precision, threads and Lightning's devices; with ``steps`` also resuming and a step limit
     (engagement fits seconds-long models by epochs: no steps, no resume, one process)."""
-    parser.add_argument("--config", type=Path, required=True, help=f"YAML recipe, e.g. {example}")
+    parser.add_argument("--config", type=Path, required=config_required, help=f"YAML recipe, e.g. {example}")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints, logs and the exported weights go")
     parser.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")

@@ -205,18 +205,21 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def main() -> None:
+    """``python -m keenvision.diffrate.train``: the options of ``keen diffrate train``, plus ``--export``."""
+    from ..core.cli import add_trainer_options, trainer_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--max-steps", type=int)
+    add_trainer_options(parser, "configs/diffrate/cifar10_vit.yaml", config_required=False)
     parser.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (file, published:, shipped:)")
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's ViT")
     args = parser.parse_args()
     if args.export:
         print(export_checkpoint(*args.export))
         return
-    print(train_cifar_vit(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
-                                            "schedule": args.schedule}))
+    if args.config is None:
+        parser.error("--config is required (or --export CHECKPOINT OUT)")
+    schedule = {"schedule": args.schedule} if args.schedule else {}
+    print(train_cifar_vit(args.config, trainer_overrides(args) | schedule))
 
 
 if __name__ == "__main__":

@@ -261,18 +261,19 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def main() -> None:
+    """``python -m keenvision.farsee.train``: the options of ``keen farsee train``, plus ``--export``."""
+    from ..core.cli import add_trainer_options, trainer_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
+    add_trainer_options(parser, "configs/farsee/camvid_mobilenet.yaml", config_required=False)
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's model")
     args = parser.parse_args()
     if args.export:
         print(export_checkpoint(*args.export))
         return
-    print(train_farsee(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
-        "num_threads": args.num_threads}))
+    if args.config is None:
+        parser.error("--config is required (or --export CHECKPOINT OUT)")
+    print(train_farsee(args.config, trainer_overrides(args)))
 
 
 if __name__ == "__main__":

@@ -475,11 +475,12 @@ def loss_gradient_norms(cnn_h: HallucinationNet, cnn_r: RecognitionNet, data_roo
 
 
 def main() -> None:
+    """``python -m keenvision.sicnn.train``: the options of ``keen sicnn train``, plus ``--export`` and
+    ``--gradient-norms``."""
+    from ..core.cli import add_trainer_options, trainer_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--num-threads", type=int, help="CPU threads (one per job when two jobs share a CPU)")
+    add_trainer_options(parser, "configs/sicnn/<phase>.yaml", config_required=False)
     parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"),
                         help="only export the networks of a checkpoint")
     parser.add_argument("--gradient-norms", nargs=2, metavar=("CNN_H", "CNN_R"),
@@ -495,8 +496,9 @@ def main() -> None:
         for path in export_checkpoint(*args.export).values():
             print(path)
         return
-    print(train_sicnn(args.config, {"resume": args.resume or None, "max_steps": args.max_steps,
-        "num_threads": args.num_threads}))
+    if args.config is None:
+        parser.error("--config is required (or --export, --gradient-norms)")
+    print(train_sicnn(args.config, trainer_overrides(args)))
 
 
 if __name__ == "__main__":
