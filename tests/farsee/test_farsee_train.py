@@ -157,6 +157,7 @@ def test_checkpoints_are_mirrored_under_keen_runs_and_resume_from_the_newer(trai
     assert mirror.is_relative_to(runs_outside_home) and mirror.is_file()
     assert checkpoint_step(mirror) == checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 20
     assert not list((run_dir / "checkpoints").glob("*.partial"))  # saves are renamed into place
+    assert not list(run_dir.glob("logs/*/checkpoints"))  # and Lightning adds no checkpoint callback of its own
 
 
 def test_warm_start_continues_the_step_count_and_refuses_another_architecture(trained, tmp_path):

@@ -72,7 +72,8 @@ class LastCheckpoints(Callback):
 
 def checkpoint_callbacks(run_dir: str | Path, every_n_steps: int, mirror: bool = True) -> list[Callback]:
     """``last.ckpt`` every ``every_n_steps`` and at the end, in ``<run_dir>/checkpoints`` and (``mirror``) in the
-    `mirrored_run_dir`'s ``checkpoints``."""
+    `mirrored_run_dir`'s ``checkpoints``. Pass ``enable_checkpointing=False`` to the Trainer beside them, or
+    Lightning adds its own ModelCheckpoint under the logger's folder."""
     folders = [Path(run_dir) / "checkpoints"] + ([mirrored_run_dir(run_dir) / "checkpoints"] if mirror else [])
     return [LastCheckpoints(*folders, every_n_steps=every_n_steps)]
 

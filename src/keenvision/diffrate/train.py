@@ -177,7 +177,8 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
         load_into(module.model, load_weights(source), str(source))
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
                         num_nodes=config["num_nodes"], precision=config["precision"],
-                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), default_root_dir=run_dir,
+                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
+                        enable_checkpointing=False, default_root_dir=run_dir,
                         val_check_interval=config["val_every"], check_val_every_n_epoch=None,
                         logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"), log_every_n_steps=50,
                         enable_progress_bar=False)

@@ -420,7 +420,7 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
         accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
         strategy=config["strategy"],
         precision=config["precision"], default_root_dir=run_dir, logger=CSVLogger(run_dir, name="logs"),
-        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
+        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), enable_checkpointing=False,
         log_every_n_steps=config["log_every_n_steps"],
         enable_progress_bar=config["progress_bar"], enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=1.0 if has_val else 0,

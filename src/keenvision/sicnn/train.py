@@ -421,7 +421,8 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     checkpoint_every = math.ceil(config["checkpoint_every"] / updates_per_batch) * updates_per_batch
     trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
                         num_nodes=config["num_nodes"], precision=resolve_precision(config),
-                        callbacks=checkpoint_callbacks(run_dir, checkpoint_every), default_root_dir=run_dir,
+                        callbacks=checkpoint_callbacks(run_dir, checkpoint_every),
+                        enable_checkpointing=False, default_root_dir=run_dir,
                         val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
                         check_val_every_n_epoch=None, num_sanity_val_steps=0,
                         logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
