@@ -72,3 +72,27 @@ def require_positive(value: int | None, option: str) -> None:
     """One-line UsageError unless `value` is None or >= 1."""
     if value is not None and value < 1:
         raise UsageError(f"{option} must be >= 1, got {value}")
+
+
+def train_module_main(description: str, example: str, train, export_checkpoint, add_options=None,
+                      handle=None) -> None:
+    """``python -m keenvision.<system>.train``: the options of ``keen <system> train`` and ``--export CHECKPOINT
+    OUT`` (export a checkpoint's model, e.g. of a run still going). ``add_options(parser)`` adds a system's own
+    options; ``handle(args)`` may serve them and return True, or return overrides (a dict) for the recipe."""
+    parser = argparse.ArgumentParser(description=description)
+    add_trainer_options(parser, example, config_required=False)
+    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's model")
+    if add_options:
+        add_options(parser)
+    args = parser.parse_args()
+    extra = handle(args) if handle else {}
+    if extra is True:
+        return
+    if args.export:
+        exported = export_checkpoint(*args.export)
+        for path in exported.values() if isinstance(exported, dict) else [exported]:
+            print(path)
+        return
+    if args.config is None:
+        parser.error("--config is required (or --export CHECKPOINT OUT)")
+    print(train(args.config, trainer_overrides(args) | (extra or {})))

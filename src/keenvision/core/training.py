@@ -94,3 +94,20 @@ def resume_checkpoint(run_dir: str | Path) -> Path | None:
     if not candidates:
         return None
     return max(candidates, key=lambda path: (checkpoint_step(path), -candidates.index(path)))
+
+
+def fp16_state(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """``module``'s state with floating tensors in fp16 (what every shipped export stores), keys under ``prefix``."""
+    return {prefix + key: value.half() if value.is_floating_point() else value
+            for key, value in module.state_dict().items()}
+
+
+def read_checkpoint(path: str | Path, prefix: str | None = "model.") -> tuple[dict, dict, int]:
+    """A Lightning checkpoint of ours, without unpickling code (``weights_only``): ``(state, hyper_parameters,
+    global_step)``; with ``prefix`` the state holds only the keys under it, the prefix removed (a LightningModule's
+    ``self.model``), else the whole state dict."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"]
+    if prefix is not None:
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return state, checkpoint.get("hyper_parameters", {}), int(checkpoint.get("global_step", 0))

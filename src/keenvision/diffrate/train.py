@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, resume_checkpoint
+from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -191,36 +191,27 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
 
 def export_vit(model: torch.nn.Module, architecture: dict, out: str | Path, global_step: int) -> Path:
     """fp16 safetensors of the ViT with its architecture in the metadata (what `models.vit_from_export` reads)."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_weights(state, out, {"architecture": yaml.safe_dump(architecture), "global_step": str(global_step)})
+    metadata = {"architecture": yaml.safe_dump(architecture), "global_step": str(global_step)}
+    save_weights(fp16_state(model), out, metadata)
     return Path(out)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Export the ViT of a Lightning checkpoint of this recipe (e.g. ``last.ckpt`` of a run still going)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = state["hyper_parameters"]["config"]
-    model = build_vit(config["model"])
-    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
-    return export_vit(model, config["model"], out, int(state["global_step"]))
+    state, hyper, global_step = read_checkpoint(checkpoint)
+    model = build_vit(hyper["config"]["model"])
+    model.load_state_dict(state)
+    return export_vit(model, hyper["config"]["model"], out, global_step)
 
 
 def main() -> None:
-    """``python -m keenvision.diffrate.train``: the options of ``keen diffrate train``, plus ``--export``."""
-    from ..core.cli import add_trainer_options, trainer_overrides
+    from ..core.cli import train_module_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_trainer_options(parser, "configs/diffrate/cifar10_vit.yaml", config_required=False)
-    parser.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (file, published:, shipped:)")
-    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's ViT")
-    args = parser.parse_args()
-    if args.export:
-        print(export_checkpoint(*args.export))
-        return
-    if args.config is None:
-        parser.error("--config is required (or --export CHECKPOINT OUT)")
-    schedule = {"schedule": args.schedule} if args.schedule else {}
-    print(train_cifar_vit(args.config, trainer_overrides(args) | schedule))
+    def add_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (file, published:, ...)")
+
+    train_module_main(__doc__.splitlines()[0], "configs/diffrate/cifar10_vit.yaml", train_cifar_vit, export_checkpoint,
+                      add_options, lambda args: {"schedule": args.schedule} if args.schedule else {})
 
 
 if __name__ == "__main__":

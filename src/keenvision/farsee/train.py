@@ -14,7 +14,6 @@ ENet-weighted cross entropy (OHEM selectable; see `losses`), random scale / crop
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,7 +26,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
+from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resolve_precision, resume_checkpoint
 from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
@@ -244,37 +243,25 @@ def export_farsee(model: FarSeeNet, class_names, ignore_index: int | None, out: 
                   extra: dict[str, str] | None = None) -> Path:
     """fp16 safetensors of ``model`` with the metadata `load_farsee` reads (architecture, classes, ignore index,
     normalisation) plus ``extra`` strings."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     metadata = export_metadata(model, class_names, ignore_index, model.mean, model.std, extra)
-    save_weights(state, out, metadata)
+    save_weights(fp16_state(model), out, metadata)
     return Path(out)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Export the model of a Lightning checkpoint of this recipe."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hyper = state["hyper_parameters"]
+    state, hyper, global_step = read_checkpoint(checkpoint)
     # the checkpoint holds every weight: never download pretrained ones to overwrite them
     model = build_farsee(num_classes=hyper["num_classes"], **{**hyper["config"]["model"], "pretrained": False})
-    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
-    extra = {"global_step": str(state["global_step"]), "dataset": hyper["config"]["dataset"]}
+    model.load_state_dict(state)
+    extra = {"global_step": str(global_step), "dataset": hyper["config"]["dataset"]}
     return export_farsee(model, hyper["class_names"], hyper["ignore_index"], out, extra)
 
 
 def main() -> None:
-    """``python -m keenvision.farsee.train``: the options of ``keen farsee train``, plus ``--export``."""
-    from ..core.cli import add_trainer_options, trainer_overrides
+    from ..core.cli import train_module_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_trainer_options(parser, "configs/farsee/camvid_mobilenet.yaml", config_required=False)
-    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="only export a checkpoint's model")
-    args = parser.parse_args()
-    if args.export:
-        print(export_checkpoint(*args.export))
-        return
-    if args.config is None:
-        parser.error("--config is required (or --export CHECKPOINT OUT)")
-    print(train_farsee(args.config, trainer_overrides(args)))
+    train_module_main(__doc__.splitlines()[0], "configs/farsee/camvid_mobilenet.yaml", train_farsee, export_checkpoint)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, resolve_precision, resume_checkpoint
+from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resolve_precision, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
 from .losses import margin_loss, pixel_loss, super_identity_loss
@@ -347,13 +347,9 @@ def initialise(module: SICNNModule, config: dict) -> None:
             raise ValueError(f"{config['init_cnn_r']} was trained on other identities than this training split")
 
 
-def _fp16(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
-
-
 def export_cnn_h(model: HallucinationNet, out: str | Path, extra: dict[str, str] | None = None) -> Path:
     """fp16 safetensors of CNN-H with the metadata `load_cnn_h` reads."""
-    save_weights(_fp16(model), out, export_metadata("cnn_h", model, extra))
+    save_weights(fp16_state(model), out, export_metadata("cnn_h", model, extra))
     return Path(out)
 
 
@@ -361,10 +357,10 @@ def export_cnn_r(model: RecognitionNet, head: torch.nn.Module | None, out: str |
                  extra: dict[str, str] | None = None) -> Path:
     """fp16 safetensors of CNN-R (and its margin head as ``head.*``, kind/options/classes in the ``head``
     metadata) that `model.load_cnn_r` reads."""
-    state = _fp16(model)
+    state = fp16_state(model)
     metadata = dict(extra or {})
     if head is not None:
-        state.update(_fp16(head, "head."))
+        state.update(fp16_state(head, "head."))
         metadata["head"] = json.dumps({"kind": head_config["kind"], "options": head_config.get("options", {}),
                                        "num_classes": head.weight.shape[0]})
     save_weights(state, out, export_metadata("cnn_r", model, metadata))
@@ -388,11 +384,10 @@ def export_module(module: SICNNModule, run_dir: str | Path, global_step: int) ->
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Export the networks of a Lightning checkpoint of this recipe (e.g. ``last.ckpt`` of a run still going)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hyper = state["hyper_parameters"]
+    state, hyper, global_step = read_checkpoint(checkpoint, prefix=None)
     module = SICNNModule(hyper["config"], hyper["num_classes"], hyper.get("identities"))
-    module.load_state_dict(state["state_dict"])
-    return export_module(module, out_dir, int(state["global_step"]))
+    module.load_state_dict(state)
+    return export_module(module, out_dir, global_step)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -476,30 +471,23 @@ def loss_gradient_norms(cnn_h: HallucinationNet, cnn_r: RecognitionNet, data_roo
 
 
 def main() -> None:
-    """``python -m keenvision.sicnn.train``: the options of ``keen sicnn train``, plus ``--export`` and
-    ``--gradient-norms``."""
-    from ..core.cli import add_trainer_options, trainer_overrides
+    from ..core.cli import train_module_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_trainer_options(parser, "configs/sicnn/<phase>.yaml", config_required=False)
-    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"),
-                        help="only export the networks of a checkpoint")
-    parser.add_argument("--gradient-norms", nargs=2, metavar=("CNN_H", "CNN_R"),
-                        help="only measure |grad L_SR| / |grad L_SI| on CNN-H for these exports (choosing alpha)")
-    parser.add_argument("--data", default="runs/sicnn/faces", help="the prepared faces for --gradient-norms")
-    args = parser.parse_args()
-    if args.gradient_norms:
+    def add_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--gradient-norms", nargs=2, metavar=("CNN_H", "CNN_R"),
+                            help="only measure |grad L_SR| / |grad L_SI| on CNN-H for these exports (choosing alpha)")
+        parser.add_argument("--data", default="runs/sicnn/faces", help="the prepared faces for --gradient-norms")
+
+    def gradient_norms(args: argparse.Namespace):
+        if not args.gradient_norms:
+            return {}
         torch.set_num_threads(args.num_threads or torch.get_num_threads())
         cnn_h, cnn_r = load_cnn_h(args.gradient_norms[0]), load_cnn_r(args.gradient_norms[1])
         print(json.dumps(loss_gradient_norms(cnn_h.float(), cnn_r.float(), args.data)))
-        return
-    if args.export:
-        for path in export_checkpoint(*args.export).values():
-            print(path)
-        return
-    if args.config is None:
-        parser.error("--config is required (or --export, --gradient-norms)")
-    print(train_sicnn(args.config, trainer_overrides(args)))
+        return True
+
+    train_module_main(__doc__.splitlines()[0], "configs/sicnn/<phase>.yaml", train_sicnn, export_checkpoint,
+                      add_options, gradient_norms)
 
 
 if __name__ == "__main__":
