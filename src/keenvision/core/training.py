@@ -111,3 +111,17 @@ def read_checkpoint(path: str | Path, prefix: str | None = "model.") -> tuple[di
     if prefix is not None:
         state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     return state, checkpoint.get("hyper_parameters", {}), int(checkpoint.get("global_step", 0))
+
+
+def build_trainer(config: dict, run_dir: str | Path, checkpoint_every: int, **options) -> L.Trainer:
+    """The Lightning Trainer every recipe uses: ``max_steps``, accelerator, devices, nodes and precision
+    (`resolve_precision`) from the recipe, our `checkpoint_callbacks` (and none of Lightning's own), a CSV logger in
+    ``<run_dir>/logs``, no progress bar, summary or sanity validation; ``options`` add or override Trainer
+    arguments (validation interval, logging interval, ...)."""
+    arguments = dict(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
+                     num_nodes=config.get("num_nodes", 1), precision=resolve_precision(config),
+                     callbacks=checkpoint_callbacks(run_dir, checkpoint_every), enable_checkpointing=False,
+                     default_root_dir=run_dir, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    arguments.update(options)
+    return L.Trainer(**arguments)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resume_checkpoint
+from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -175,13 +175,8 @@ def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = Non
         source = config["init_weights"]
         source = packaged_weights(SHIPPED["cifar10-vit"]) if source == "shipped" else source
         load_into(module.model, load_weights(source), str(source))
-    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        num_nodes=config["num_nodes"], precision=config["precision"],
-                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
-                        enable_checkpointing=False, default_root_dir=run_dir,
-                        val_check_interval=config["val_every"], check_val_every_n_epoch=None,
-                        logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"), log_every_n_steps=50,
-                        enable_progress_bar=False)
+    trainer = build_trainer(config, run_dir, config["checkpoint_every"], val_check_interval=config["val_every"],
+                            check_val_every_n_epoch=None, log_every_n_steps=50, num_sanity_val_steps=2)
     resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     trainer.fit(module, DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True),
                 DataLoader(test, batch_size=500), ckpt_path=str(resume_from) if resume_from else None,

@@ -26,7 +26,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resolve_precision, resume_checkpoint
+from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
@@ -196,15 +196,10 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
     resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     if resume_from is None and config["init_weights"]:
         module.start_step = warm_start(module.model, config["init_weights"])
-    trainer = L.Trainer(max_steps=config["max_steps"] - module.start_step, accelerator=config["accelerator"],
-                        devices=config["devices"], num_nodes=config["num_nodes"],
-                        precision=resolve_precision(config),
-                        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]),
-                        enable_checkpointing=False, default_root_dir=run_dir,
-                        val_check_interval=config["val_every"], check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
-                        log_every_n_steps=config["log_every"], enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = build_trainer(config, run_dir, config["checkpoint_every"],
+                            max_steps=config["max_steps"] - module.start_step,  # a warm start's steps are taken
+                            val_check_interval=config["val_every"], check_val_every_n_epoch=None,
+                            log_every_n_steps=config["log_every"])
     workers = config["num_workers"]
     loader_options = {"num_workers": workers, "persistent_workers": workers > 0}
     train_loader = DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True, **loader_options)

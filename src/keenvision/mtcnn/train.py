@@ -19,13 +19,12 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.loggers import CSVLogger
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, resume_checkpoint
+from ..core.training import build_trainer, resume_checkpoint
 from ..core.weights import load_into, load_weights, packaged_weights, save_weights, sha256
 from .data import (
     LANDMARK,
@@ -414,16 +413,12 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
         load_into(module.net, {**heads, **state}, f"{source} ({config['stage']})")
     val_sources = config["data"].get("val") or {}
     has_val = bool(val_sources.get("boxes") or val_sources.get("landmarks"))
-    trainer = L.Trainer(
+    trainer = build_trainer(
+        config, run_dir, config["checkpoint_every"],
         max_steps=-1 if config["max_steps"] is None else config["max_steps"],
         max_epochs=config["max_epochs"] if config["max_epochs"] is not None else -1,
-        accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
-        strategy=config["strategy"],
-        precision=config["precision"], default_root_dir=run_dir, logger=CSVLogger(run_dir, name="logs"),
-        callbacks=checkpoint_callbacks(run_dir, config["checkpoint_every"]), enable_checkpointing=False,
-        log_every_n_steps=config["log_every_n_steps"],
-        enable_progress_bar=config["progress_bar"], enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0,
+        strategy=config["strategy"], log_every_n_steps=config["log_every_n_steps"],
+        enable_progress_bar=config["progress_bar"], limit_val_batches=1.0 if has_val else 0,
         use_distributed_sampler=False,  # RatioSampler gives each rank its own stream
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)

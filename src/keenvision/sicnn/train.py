@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
 from ..core.recipe import load_recipe
-from ..core.training import checkpoint_callbacks, fp16_state, read_checkpoint, resolve_precision, resume_checkpoint
+from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
 from .losses import margin_loss, pixel_loss, super_identity_loss
@@ -414,15 +414,9 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
     updates_per_batch = 2 if config["phase"] == "domain_integrated" else 1
     # the checkpoint callback tests global_step % every == 0, so a multiple of the updates per batch
     checkpoint_every = math.ceil(config["checkpoint_every"] / updates_per_batch) * updates_per_batch
-    trainer = L.Trainer(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                        num_nodes=config["num_nodes"], precision=resolve_precision(config),
-                        callbacks=checkpoint_callbacks(run_dir, checkpoint_every),
-                        enable_checkpointing=False, default_root_dir=run_dir,
-                        val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
-                        check_val_every_n_epoch=None, num_sanity_val_steps=0,
-                        logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
-                        log_every_n_steps=config["log_every"], enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = build_trainer(config, run_dir, checkpoint_every, log_every_n_steps=config["log_every"],
+                            val_check_interval=max(1, math.ceil(config["val_every"] / updates_per_batch)),
+                            check_val_every_n_epoch=None)
     workers = config["num_workers"]
     loader_options = {"num_workers": workers, "persistent_workers": workers > 0}
     train_loader = DataLoader(_first(train, config["train_faces"]), batch_size=config["batch_size"], shuffle=True,
