@@ -161,6 +161,14 @@ def test_prepare_joins_sources_keeps_the_first_split_and_refuses_shared_identiti
         assert joined["identities"][identity]["origin"] == "first"
     assert {joined["identities"][f.name]["origin"] for f in more} == {"second"}
     assert joined["source"] == [str(first), str(second)]
+    # each source's own faces: the second source's identities can be scored as a test split of their own
+    second_train = {i for i, e in joined["identities"].items() if e["origin"] == "second" and e["split"] == "train"}
+    if second_train:
+        assert set(FaceIdentityDataset(tmp_path / "joined", "train", origin="second").identities) == second_train
+    train_of_first = {i for i, e in joined["identities"].items() if e["origin"] == "first" and e["split"] == "train"}
+    assert set(FaceIdentityDataset(tmp_path / "joined", "train", origin="first").identities) == train_of_first
+    with pytest.raises(ValueError, match="no identities from source 'third'; its sources are first, second"):
+        FaceIdentityDataset(tmp_path / "joined", "train", origin="third")
     shutil.copytree(first / "00002", second / "00002")
     with pytest.raises(ValueError, match=r"identities 00002 are in both .*first and .*second"):
         prepare_faces([first, second], tmp_path / "clash", detector=detector, fractions=fractions)

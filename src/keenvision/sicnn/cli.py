@@ -71,6 +71,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                             "See docs/sicnn.md for the protocol.")
     evaluate.add_argument("--data", type=Path, required=True, help="a `keen sicnn prepare` output folder")
     evaluate.add_argument("--split", default="test", help="test (default), val or train")
+    evaluate.add_argument("--origin", help="only identities prepared from this source folder (by name, e.g. "
+                                           "celeba_identities_more: its own test split)")
     evaluate.add_argument("--weights", action="append", metavar="[NAME=]W", help=EVAL_WEIGHTS_HELP)
     evaluate.add_argument("--bicubic-only", action="store_true", help="score no CNN-H: the bicubic baseline only")
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
@@ -228,7 +230,7 @@ def run_eval(args: argparse.Namespace) -> int:
     named = {} if args.bicubic_only else parse_weights(args.weights)
     models = {name: load_cnn_h(weights, device) for name, weights in named.items()}
     result = evaluate_hallucination(args.data, args.split, models, device=device, batch_size=args.batch_size,
-                                    limit=args.limit)
+                                    limit=args.limit, origin=args.origin)
     rows = [[name, _format(result[name]["psnr"]), _format(result[name]["ssim"], digits=4),
              _format(result[name]["identity_similarity"], digits=3),
              _format(result[name]["verification_accuracy"], 100, 1),

@@ -253,10 +253,12 @@ class FaceIdentityDataset(Dataset):
     Identity indices are positions in ``identities``, the split's identity names sorted, so two datasets of the
     same folder and split agree (a margin head trained on one classifies the other). With ``flip`` (training
     augmentation, as the Caffe sample's ``mirror: true``) faces are mirrored with probability 1/2.
-    ``min_faces_per_identity`` keeps only identities with at least that many faces (e.g. 2 for verification).
+    ``min_faces_per_identity`` keeps only identities with at least that many faces (e.g. 2 for verification);
+    ``origin`` only those prepared from that source folder (e.g. the second test split, ``celeba_identities_more``).
     """
 
-    def __init__(self, root: str | Path, split: str = "train", flip: bool = False, min_faces_per_identity: int = 1):
+    def __init__(self, root: str | Path, split: str = "train", flip: bool = False, min_faces_per_identity: int = 1,
+                 origin: str | None = None):
         self.root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -265,17 +267,31 @@ class FaceIdentityDataset(Dataset):
             raise FileNotFoundError(f"{folder} not found (prepare faces first: `keen sicnn prepare --src ... "
                                     f"--out {self.root}`)")
         files: dict[str, list[Path]] = {}
+        wanted = self.origin_identities(origin) if origin is not None else None
         for identity_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if wanted is not None and identity_dir.name not in wanted:
+                continue
             images = sorted(p for p in identity_dir.iterdir() if p.suffix.lower() == ".png")
             if len(images) >= max(1, min_faces_per_identity):
                 files[identity_dir.name] = images
         if not files:
             at_least = f" of an identity with at least {min_faces_per_identity}" if min_faces_per_identity > 1 else ""
-            raise ValueError(f"{folder} holds no faces{at_least}")
+            of_origin = f" from source {origin!r}" if origin is not None else ""
+            raise ValueError(f"{folder} holds no faces{at_least}{of_origin}")
         self.split, self.flip = split, flip
         self.identities = sorted(files)
         self.samples = [(path, index) for index, identity in enumerate(self.identities) for path in files[identity]]
         self.labels = torch.tensor([label for _, label in self.samples])
+
+    def origin_identities(self, origin: str) -> set[str]:
+        """The identities the preparation took from the source folder named ``origin`` (its manifest's
+        ``origin``); ValueError naming the origins there are when none is."""
+        manifest = json.loads((self.root / "manifest.json").read_text())
+        origins = {entry.get("origin") for entry in manifest["identities"].values()}
+        if origin not in origins:
+            raise ValueError(f"{self.root} has no identities from source {origin!r}; its sources are "
+                             f"{', '.join(sorted(str(o) for o in origins))}")
+        return {name for name, entry in manifest["identities"].items() if entry.get("origin") == origin}
 
     @property
     def num_classes(self) -> int:

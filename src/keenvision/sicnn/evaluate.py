@@ -280,6 +280,7 @@ def bicubic_method(lr: torch.Tensor) -> torch.Tensor:
 def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[str, nn.Module] | None = None,
                            device: str | torch.device | None = None, batch_size: int = 64,
                            limit: int | None = None, recogniser: DlibRecogniser | None | str = "auto",
+                           origin: str | None = None,
                            seed: int = 0) -> dict:
     """`score_methods` on a prepared split (``<data>/<split>/<identity>/*.png``, aligned 96x112): ``bicubic`` and
     every model of ``models`` (name -> CNN-H). ``recogniser="auto"`` loads dlib's, or notes its absence on stderr
@@ -294,7 +295,7 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
             raise ValueError(f"a model cannot be named {name!r} (reserved for the baselines)")
         methods[name] = model_method(model, device, batch_size)
     skipped: list[str] = []
-    batches = split_batches(data, split, batch_size, limit, skipped)
+    batches = split_batches(data, split, batch_size, limit, skipped, origin)
     first = next(batches, None)  # batches stay lazy; only an empty split is caught up front
     if first is None:
         reason = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
@@ -304,7 +305,8 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
 
 
 def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int | None = None,
-                  skipped: list[str] | None = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
+                  skipped: list[str] | None = None, origin: str | None = None
+                  ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """``(hr [B, 3, 112, 96] in [0, 1], identities [B])`` batches of a prepared split (`data.FaceIdentityDataset`
     order: identities sorted, then their files). A file that is not a readable 96x112 face raises ImageReadError,
     or, when ``skipped`` is a list, is left out and its message appended there."""
@@ -314,7 +316,7 @@ def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dataset = FaceIdentityDataset(data, split)
+    dataset = FaceIdentityDataset(data, split, origin=origin)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, count, batch_size):
         faces, identities = [], []
