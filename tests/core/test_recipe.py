@@ -41,3 +41,7 @@ def test_load_recipe_merges_sections_dotted_keys_and_names_unknown_keys(tmp_path
     assert config["select"] == {"a": [1]} and defaults["model"] == {"width": 32, "depth": 4}  # defaults untouched
     with pytest.raises(ValueError, match=r"unknown config keys \['lr_max', 'model.heads'\]; valid: .*model.width"):
         load_recipe(None, defaults, {"lr_max": 1, "model": {"heads": 2}})
+    (tmp_path / "empty_section.yaml").write_text("lr: 0.3\nmodel:\n")
+    assert load_recipe(tmp_path / "empty_section.yaml", defaults)["model"] == {"width": 32, "depth": 4}
+    with pytest.raises(ValueError, match="config key model takes a mapping of its keys"):
+        load_recipe(None, defaults, {"model": 3})

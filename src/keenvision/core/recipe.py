@@ -55,6 +55,11 @@ def _merge_layer(config: dict, layer: dict, defaults: dict, replace: frozenset[s
             continue
         if isinstance(value, Path):
             value = str(value)  # resolved recipes are written back as YAML
+        if isinstance(defaults[key], dict) and defaults[key] and not isinstance(value, dict):
+            if value is None:  # "model:" left empty in a YAML file: nothing to change
+                continue
+            raise ValueError(f"config key {where}{key} takes a mapping of its keys "
+                             f"({', '.join(sorted(defaults[key]))}), got {value!r}")
         # an empty dict in the defaults is a free mapping (e.g. a loss's options): set whole, keys unchecked
         section = (isinstance(defaults[key], dict) and defaults[key] and isinstance(value, dict)
                    and f"{where}{key}" not in replace)
