@@ -22,7 +22,6 @@ each on a CPU, so there are no checkpoints or resume.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -370,17 +369,12 @@ def train_engagement(config_path: str | Path | None, overrides: dict | None = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--features", help="the training NPZ (overrides the config)")
-    parser.add_argument("--run-dir")
-    parser.add_argument("--bag-models", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--cv-folds", type=int)
-    args = parser.parse_args()
-    print(train_engagement(args.config, {"features": args.features, "run_dir": args.run_dir,
-                                         "bag_models": args.bag_models, "epochs": args.epochs,
-                                         "cv_folds": args.cv_folds}))
+    """``python -m keenvision.engagement.train ...`` is ``keen engagement train ...``."""
+    import sys
+
+    from ..cli import main as keen
+
+    sys.exit(keen(["engagement", "train", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
