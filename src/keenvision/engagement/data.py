@@ -180,14 +180,7 @@ def learner_groups(face_features: np.ndarray, threshold: float = LEARNER_SIMILAR
     means = features.mean(1)
     means = means - means.mean(0)
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    linked = (means @ means.T) > threshold
-    groups = np.full(len(means), -1, np.int64)
-    for start in range(len(means)):  # connected components, breadth first
-        if groups[start] >= 0:
-            continue
-        groups[start], frontier = groups.max() + 1, [start]
-        while frontier:
-            members = np.flatnonzero(linked[frontier].any(0) & (groups < 0))
-            groups[members] = groups[start]
-            frontier = list(members)
-    return groups
+    from scipy.sparse.csgraph import connected_components
+
+    _, groups = connected_components((means @ means.T) > threshold, directed=False)
+    return groups.astype(np.int64)
