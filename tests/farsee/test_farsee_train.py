@@ -170,6 +170,12 @@ def test_warm_start_continues_the_step_count_and_refuses_another_architecture(tr
     assert len(logged) == 3  # only the steps the shipped weights had not taken yet
     with safe_open(str(warm), "pt") as handle:
         assert handle.metadata()["global_step"] == str(steps + 3)
+    # resuming the warm-started run keeps its place: 2 more steps to reach steps + 5, not steps + 5 more
+    resumed = train_farsee(None, {**TINY_RUN, "run_dir": str(tmp_path / "warm"), "init_weights": str(export),
+                                  "max_steps": steps + 5, "resume": True})
+    assert len(_logged(tmp_path / "warm", "train/loss")) == 5
+    with safe_open(str(resumed), "pt") as handle:
+        assert handle.metadata()["global_step"] == str(steps + 5)
     with pytest.raises(WeightsError, match="does not match the recipe's architecture: width 32 .* vs 16"):
         train_farsee(None, {**TINY_RUN, "run_dir": str(tmp_path / "other"), "init_weights": str(export),
                             "model": {"width": 16}})

@@ -78,12 +78,18 @@ def checkpoint_callbacks(run_dir: str | Path, every_n_steps: int, mirror: bool =
     return [LastCheckpoints(*folders, every_n_steps=every_n_steps)]
 
 
+def checkpoint_entry(path: str | Path, key: str, default=None):
+    """One top-level entry of a Lightning checkpoint (``global_step``, a module's own ``start_step``...), read
+    memory-mapped so the tensors are not loaded; ``default`` when the file cannot be read or lacks the key."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(key, default)
+    except Exception:  # torch raises several types (UnpicklingError, RuntimeError, ...) for a damaged file
+        return default
+
+
 def checkpoint_step(path: str | Path) -> int:
     """The global step stored in a Lightning checkpoint (-1 when it cannot be read)."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", -1))
-    except Exception:  # torch raises several types (UnpicklingError, RuntimeError, ...) for a damaged file
-        return -1
+    return int(checkpoint_entry(path, "global_step", -1))
 
 
 def resume_checkpoint(run_dir: str | Path) -> Path | None:

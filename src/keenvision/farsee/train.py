@@ -26,7 +26,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
 from ..core.recipe import load_recipe
-from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
+from ..core.training import build_trainer, checkpoint_entry, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
 from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
@@ -194,7 +194,9 @@ def train_farsee(config_path: str | Path | None, overrides: dict | None = None) 
         class_weights = enet_class_weights(class_frequencies(train))
     module = SegmentationModule(config, train.num_classes, train.class_names, train.ignore_index, class_weights)
     resume_from = resume_checkpoint(run_dir) if config["resume"] else None
-    if resume_from is None and config["init_weights"]:
+    if resume_from is not None:  # a resumed warm start: its step budget is known before the Trainer is built
+        module.start_step = int(checkpoint_entry(resume_from, "start_step", 0))
+    elif config["init_weights"]:
         module.start_step = warm_start(module.model, config["init_weights"])
     trainer = build_trainer(config, run_dir, config["checkpoint_every"],
                             max_steps=config["max_steps"] - module.start_step,  # a warm start's steps are taken
@@ -224,14 +226,15 @@ def warm_start(model: FarSeeNet, weights: str | Path) -> int:
     """Load ``weights`` (a shipped name or an export's path) into ``model`` and return the steps they were trained
     for (their ``global_step``), so a new sitting continues the schedule. WeightsError, one line, when the file's
     architecture is not the recipe's."""
-    source = load_farsee(weights)
+    path = resolve_weights(weights, SHIPPED, "FarSee-Net", "`keen farsee train --config ...`")  # checksum once
+    source = load_farsee(path)
     differing = sorted(key for key in set(source.config) | set(model.config)
                        if key != "pretrained" and source.config.get(key) != model.config.get(key))
     if differing:
         raise WeightsError(f"--init-weights {weights} does not match the recipe's architecture: " + ", ".join(
             f"{key} {source.config.get(key)!r} (weights) vs {model.config.get(key)!r} (recipe)" for key in differing))
     model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
-    return int(read_metadata(resolve_weights(weights, SHIPPED, "FarSee-Net", "")).get("global_step", 0))
+    return int(read_metadata(path).get("global_step", 0))
 
 
 def export_farsee(model: FarSeeNet, class_names, ignore_index: int | None, out: str | Path,
