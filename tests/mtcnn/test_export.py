@@ -34,7 +34,7 @@ def test_onnx_runtime_matches_torch_on_a_real_pyramid_level(exported, detector, 
     photo = read_image(data_dir / "mtcnn_official" / "test1.jpg").pixels
     level = torch.from_numpy(photo).permute(2, 0, 1).float()[None]
     level = torch.nn.functional.interpolate(level, scale_factor=0.3, mode="area")
-    level = ((level - 127.5) / 128).transpose(2, 3).contiguous()  # the networks' input: normalised, x/y swapped
+    level = (level - 127.5) / 128  # the networks' input, as the detector feeds it
     session = onnxruntime.InferenceSession(str(exported["pnet"]), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"images": level.numpy()})
     with torch.inference_mode():

@@ -2,14 +2,13 @@
 
 ``pnet.onnx`` takes ``images [N, 3, H, W]`` with dynamic batch, height and width (one pyramid level per call, H, W
 >= 12); ``rnet.onnx`` ``crops [N, 3, 24, 24]`` and ``onet.onnx`` ``crops [N, 3, 48, 48]`` with a dynamic batch. Inputs
-are the networks' own: RGB scaled as ``(x - 127.5) / 128`` and, as in the authors' Caffe models, transposed to
-``[x, y]`` order by the detector before the network (see detector.py); the outputs are the raw logits and offsets
-the detector post-processes. The metadata (JSON ``metadata_props``) says so, with the output names.
+are row-major RGB scaled as ``(x - 127.5) / 128`` (the authors' column-major kernels were transposed when their
+Caffe files were converted, so no input transpose is needed); the outputs are the raw logits and offsets the
+detector post-processes. The metadata (JSON ``metadata_props``) says so, with the output names.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..core.onnx import OPSET, export_to_onnx_bytes
 INPUTS = {"pnet": ("images", (2, 3, 61, 77)), "rnet": ("crops", (2, 3, 24, 24)), "onet": ("crops", (2, 3, 48, 48))}
 
 
-def _output_names(stage: str, network: torch.nn.Module, example: torch.Tensor) -> list[str]:
+def _output_names(network: torch.nn.Module, example: torch.Tensor) -> list[str]:
     with torch.inference_mode():
         count = len(network(example))
     return ["face_logits", "box_offsets", "landmark_offsets"][:count]
@@ -38,9 +37,7 @@ def export_mtcnn_onnx(detector, out_dir: str | Path, opset: int = OPSET) -> dict
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"{out_dir} is not writable")
-    with tempfile.TemporaryFile(dir=out_dir):  # fails early, before minutes of export, on a read-only mount
+    with tempfile.TemporaryFile(dir=out_dir):  # an unwritable folder fails here, before the export's work
         pass
     exported = {}
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
@@ -51,9 +48,10 @@ def export_mtcnn_onnx(detector, out_dir: str | Path, opset: int = OPSET) -> dict
         if stage == "pnet":
             axes |= {2: torch.export.Dim("height", min=12, max=1 << 14), 3: torch.export.Dim("width", min=12,
                                                                                              max=1 << 14)}
-        outputs = _output_names(stage, network, example)
-        metadata = {"network": stage, "input": input_name, "input_shape": ["N", 3, "H", "W"] if stage == "pnet"
-                    else ["N", *shape[1:]], "outputs": outputs, "normalisation": "(rgb - 127.5) / 128, x/y transposed",
+        outputs = _output_names(network, example)
+        metadata = {"network": stage, "input": input_name,
+                    "input_shape": ["N", 3, "H", "W"] if stage == "pnet" else ["N", *shape[1:]], "outputs": outputs,
+                    "normalisation": "(rgb - 127.5) / 128, row-major [N, 3, H, W]",
                     "source": "keenvision.mtcnn (the MTCNN authors' weights unless trained otherwise)"}
         exported[stage] = export_to_onnx_bytes(network, example, input_name, outputs, axes, metadata, opset)
     paths = {}
