@@ -13,6 +13,7 @@ from .core.errors import ImageReadError, WeightsError
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .app.cli import add_commands as add_app_commands
     from .demo import add_demo_command
     from .diffrate.cli import add_commands as add_diffrate_commands
     from .engagement.cli import add_commands as add_engagement_commands
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_farsee_commands(commands)
     add_engagement_commands(commands)
     add_demo_command(commands)
+    add_app_commands(commands)
     models = commands.add_parser("models", help="the shipped weights: system, file, licence, recipe, measured metric")
     models.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     models.set_defaults(handler=run_models)
