@@ -1,5 +1,5 @@
 # make demo: set up .venv if needed and write demo/report.html from embedded defaults (offline).
-# make test: set up .venv if needed, then ruff and the whole pytest suite.
+# make test: set up .venv if needed, then ruff, the docs site (mkdocs --strict) and the whole pytest suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,7 +24,8 @@ demo: $(STAMP)
 	$(BIN)/keen demo --out demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks mkdocs_hooks.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/python -m pytest -q
 
 clean:

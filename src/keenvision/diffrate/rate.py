@@ -137,7 +137,8 @@ def differentiable_gflops(
 
     Args:
         model_or_config: what :func:`vit_cost_config` accepts.
-        prune_kept, merge_kept: one scalar tensor per block (e.g. :meth:`DifferentiableRate.kept_tokens`).
+        prune_kept: one scalar tensor per block (e.g. :meth:`DifferentiableRate.kept_tokens`).
+        merge_kept: the same for the merge step.
     """
     config = vit_cost_config(model_or_config)
     if len(prune_kept) != config.depth or len(merge_kept) != config.depth:

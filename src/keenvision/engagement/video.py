@@ -63,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -80,6 +81,9 @@ from .features import (
     segment_frames,
 )
 from .openface import GazeHeadFrames, gaze_angles, openface_segment_features
+
+if TYPE_CHECKING:  # annotations only: MTCNN is imported where it is made
+    from ..mtcnn import MTCNN
 
 # generic 5-point face in OpenFace's head frame, mm (see the module docstring): MTCNN's landmark order
 FACE_MODEL_MM = np.array([[-32.6, -37.1, 7.6], [32.6, -37.1, 7.6], [0.0, -9.9, -30.0],
@@ -288,7 +292,7 @@ def make_detector(min_face_size: float = DEFAULT_MIN_FACE_SIZE, device: str | No
     return MTCNN(device=device, min_face_size=min_face_size)
 
 
-def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detector=None,
+def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detector: MTCNN | None = None,
                min_face_size: float = DEFAULT_MIN_FACE_SIZE, detect_width: int = DEFAULT_DETECT_WIDTH,
                focal: float | None = None, max_frames: int | None = None, keyframes_per_call: int = 4) -> FaceTrack:
     """Run the pipeline of the module docstring on a video file -> `FaceTrack` (one entry per decoded frame).

@@ -73,7 +73,8 @@ def evaluate_segmentation(
         batch_size: images per forward (only consecutive images of one size are batched).
         device: where the model runs.
         limit: the first ``limit`` images only.
-        mean, std: normalisation (default: the model's ``mean``/``std`` attributes, else ImageNet's).
+        mean: normalisation mean (default: the model's ``mean`` attribute, else ImageNet's).
+        std: normalisation standard deviation (default: the model's ``std``, else ImageNet's).
         drive: CamVid only: score only the frames of this drive (e.g. ``0006R0`` of ``train+val``, the held-out
             drive of configs/farsee/camvid_holdout.yaml); ValueError naming the split's drives when it has none.
 

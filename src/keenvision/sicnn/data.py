@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -24,6 +25,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..core.io import ImageReadError, is_image, read_image, write_atomic, write_image
+
+if TYPE_CHECKING:  # annotations only: MTCNN is imported where it is made
+    from ..mtcnn import MTCNN
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -136,9 +140,9 @@ def _align_with_border(pixels: np.ndarray, landmarks: np.ndarray, size: tuple[in
 
 
 def prepare_faces(src: str | Path | Sequence[str | Path], out: str | Path, size: tuple[int, int] = (96, 112),
-                  detector=None, fractions: dict[str, float] | None = None, seed: int = 0,
+                  detector: MTCNN | None = None, fractions: dict[str, float] | None = None, seed: int = 0,
                   max_identities: int | None = None, overwrite: bool = False, min_side_for_detection: int = 160,
-                  progress=None) -> dict:
+                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Detect, align and split a folder of identity photos for SICNN.
 
     Reads ``<src>/<identity>/<image>`` (any format `keenvision.core.io.read_image` reads: grey, RGBA, 16-bit are
