@@ -216,7 +216,8 @@ def test_onnx_export_matches_torch(capsys, weights, tmp_path):
     assert np.isfinite(onnx_parity(model, out, images[:1]))
 
 
-def test_train_then_segment_with_the_export(capsys, camvid, tmp_path):
+def test_train_then_segment_with_the_export(capsys, camvid, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEEN_PROGRESS", "1")  # the step bar even though stderr is not a terminal here
     config = tmp_path / "tiny.yaml"
     config.write_text(f"""
 run_dir: {tmp_path / 'run'}
@@ -234,9 +235,11 @@ log_every: 1
 num_threads: 2
 accelerator: cpu
 """)
-    code, lines, _ = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2", "--num-threads", "1",
-                         "--accelerator", "cpu", "--devices", "1")
+    code, lines, err = run(capsys, "farsee", "train", "--config", config, "--max-steps", "2", "--num-threads", "1",
+                           "--accelerator", "cpu", "--devices", "1")
     assert code == 0 and torch.get_num_threads() == 1  # --num-threads overrides the recipe's 2
+    assert "train: 100%" in err and "2/2" in err and "loss" in err  # our bar on stderr, over optimiser steps
+    assert not any("train:" in line for line in lines)  # never on stdout
     weights = tmp_path / "run" / "farsee_camvid.safetensors"
     assert lines[-1] == f"trained weights: {weights}" and weights.is_file()
     image = sorted((camvid / "val" / "images").glob("*.jpg"))[0]

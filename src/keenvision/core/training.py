@@ -7,6 +7,7 @@ mirror is what carries the optimiser state of a run longer than one sitting. `re
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -119,14 +120,46 @@ def read_checkpoint(path: str | Path, prefix: str | None = "model.") -> tuple[di
     return state, checkpoint.get("hyper_parameters", {}), int(checkpoint.get("global_step", 0))
 
 
+class StepProgress(L.Callback):
+    """A bar over the run's optimiser steps on stderr (`keenvision.core.progress`: terminals only unless
+    ``KEEN_PROGRESS=1``), starting at the resumed step, with the last logged loss. Lightning's own bar writes to
+    stdout and counts batches per epoch; ours counts what ``max_steps`` counts."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            from .progress import progress_bar
+
+            total = trainer.estimated_stepping_batches  # max_steps, or epochs x batches when run by epochs
+            total = total if math.isfinite(total) else None
+            self.bar = progress_bar(desc="train", unit="step", total=total, initial=trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.bar is None:
+            return
+        losses = {name: value for name, value in trainer.callback_metrics.items() if "loss" in name}
+        if losses:
+            name, value = next(iter(losses.items()))
+            self.bar.set_postfix({name: f"{float(value):.4f}"}, refresh=False)
+        self.bar.update(trainer.global_step - self.bar.n)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def build_trainer(config: dict, run_dir: str | Path, checkpoint_every: int, **options) -> L.Trainer:
     """The Lightning Trainer every recipe uses: ``max_steps``, accelerator, devices, nodes and precision
     (`resolve_precision`) from the recipe, our `checkpoint_callbacks` (and none of Lightning's own), a CSV logger in
-    ``<run_dir>/logs``, no progress bar, summary or sanity validation; ``options`` add or override Trainer
-    arguments (validation interval, logging interval, ...)."""
+    ``<run_dir>/logs``, our `StepProgress` bar on stderr instead of Lightning's, no summary or sanity validation;
+    ``options`` add or override Trainer arguments (validation interval, logging interval, ...)."""
     arguments = dict(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
                      num_nodes=config.get("num_nodes", 1), precision=resolve_precision(config),
-                     callbacks=checkpoint_callbacks(run_dir, checkpoint_every), enable_checkpointing=False,
+                     callbacks=[*checkpoint_callbacks(run_dir, checkpoint_every), StepProgress()],
+                     enable_checkpointing=False,
                      default_root_dir=run_dir, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     arguments.update(options)

@@ -195,7 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, pretrained=args.pretrained)
     schedule = load_schedule(args.schedule, model)
     result = evaluate_top1(model, args.data, split=args.split, schedule=schedule, batch_size=args.batch_size,
-                           limit_per_class=args.limit_per_class, device=args.device)
+                           limit_per_class=args.limit_per_class, device=args.device, progress=not args.json)
     record = {"model": args.model, "schedule": args.schedule, **result}
     print(f"{args.model} on {args.data} [{result['split']}, {result['images']} images]: top-1 "
           f"{100 * result['top1_original']:.2f}% -> {100 * result['top1_compressed']:.2f}% at "

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..core.progress import progress_bar
 from .data import ImageClassificationData, Preprocessing
 from .flops import schedule_gflops
 from .patch import is_patched, patch, unpatch
@@ -38,6 +39,7 @@ def evaluate_top1(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     merge_mode: str = "mean",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Top-1 of `model` on ``data_dir``/`split` and, with `schedule`, of the same model compressed by it.
 
@@ -52,6 +54,7 @@ def evaluate_top1(
         device: where to run.
         num_workers: DataLoader worker processes.
         merge_mode: merge weighting of the compressed model (see :func:`patch`).
+        progress: a bar over the batches on stderr (`keenvision.core.progress`).
 
     Returns:
         ``{"split", "images", "classes", "top1_original"}`` plus, with a schedule, ``"top1_compressed"``,
@@ -77,7 +80,7 @@ def evaluate_top1(
         was_training = model.training
         model.to(device).eval()
         with torch.no_grad():
-            for images, labels in loader:
+            for images, labels in progress_bar(loader, desc="eval", unit="batch", enabled=progress):
                 images, labels = images.to(device), labels.to(device)
                 metrics["original"].update(model(images), labels)
                 if schedule is not None:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.recipe import load_recipe
+from ..core.training import StepProgress
 from .flops import schedule_gflops
 from .merge import (
     class_attention_importance,
@@ -498,7 +499,7 @@ def search(
             max_epochs=config["epochs"], max_steps=-1 if max_steps is None else int(max_steps),
             accelerator=config["accelerator"], devices=config["devices"], precision=config["precision"],
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            log_every_n_steps=config["log_every_n_steps"],
+            log_every_n_steps=config["log_every_n_steps"], callbacks=[StepProgress()],
         )
         trainer.fit(module, loader)
         schedule = module.schedule()

@@ -224,7 +224,7 @@ def run_predict(args: argparse.Namespace) -> int:
             if kind == "csv":
                 prediction = predict_csv(path, ensemble)
             else:
-                prediction = predict_video(path, ensemble, detector=detector, **options)
+                prediction = predict_video(path, ensemble, detector=detector, progress=not args.json, **options)
         except _INPUT_ERRORS as error:
             if len(paths) == 1:
                 raise  # a single input: its own one-line error, exit 2
@@ -283,7 +283,7 @@ def run_features(args: argparse.Namespace) -> int:
             if kind == "csv":
                 result = openface_csv_features(path, args.segments, args.overlap)
             else:
-                track = track_face(path, detector=detector, **options)
+                track = track_face(path, detector=detector, progress=not args.json, **options)
                 build = video_segment_features if args.layout == "video" else video_openface_features
                 result = build(track, args.segments, args.overlap)
         except _INPUT_ERRORS as error:

@@ -149,13 +149,14 @@ def predict_csv(path: str | Path, model=DEFAULT_MODEL, include_failed_frames: bo
 
 def predict_video(path: str | Path, model=DEFAULT_MODEL, detect_every: int = DEFAULT_DETECT_EVERY, detector=None,
                   min_face_size: float = DEFAULT_MIN_FACE_SIZE, detect_width: int = DEFAULT_DETECT_WIDTH,
-                  max_frames: int | None = None, overlap: float = DEFAULT_OVERLAP) -> EngagementPrediction:
+                  max_frames: int | None = None, overlap: float = DEFAULT_OVERLAP,
+                  progress: bool = False) -> EngagementPrediction:
     """Engagement from a video file through our face pipeline (`keenvision.engagement.video.track_face`), with the
-    features the model's layout asks for (see the module docstring)."""
+    features the model's layout asks for (see the module docstring); ``progress``: a bar over the frames."""
     ensemble = resolve_model(model)
     feature_set = video_feature_set_for(ensemble.layout)  # refuse before the (slower) video pass
     track = track_face(path, detect_every=detect_every, detector=detector, min_face_size=min_face_size,
-                       detect_width=detect_width, max_frames=max_frames)
+                       detect_width=detect_width, max_frames=max_frames, progress=progress)
     if feature_set == OPENFACE_FEATURE_SET:
         features = video_openface_features(track, ensemble.layout.segments, overlap)
     else:

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..core.data import data_root
+from ..core.progress import progress_bar
 from ..core.recipe import load_recipe
 from .baseline import fit_ridge
 from .data import (
@@ -261,6 +262,8 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, config: dict, folds
     repeats = repeats or config["cv_repeats"]
     seed = config["seed"] if seed is None else seed
     fold_mse, predictions, chosen = [], np.zeros((repeats, len(labels))), []
+    # one bar for the outer folds; the inner (selection) CVs run inside them
+    bar = progress_bar(desc="cross-validation", unit="fold", total=repeats * folds, enabled=nested_select)
     for repeat in range(repeats):
         assignment = cv_folds(labels, folds, seed + 7919 * repeat, groups)
         for fold in range(folds):
@@ -274,6 +277,8 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, config: dict, folds
                                        groups=None if groups is None else groups[train])
             predictions[repeat, held_out] = ensemble.predict(features[held_out])[0]
             fold_mse.append(float(np.mean((predictions[repeat, held_out] - labels[held_out]) ** 2)))
+            bar.update()
+    bar.close()
     pooled = evaluate_predictions(predictions.reshape(-1), np.tile(labels, repeats))
     return {"mse": float(np.mean(fold_mse)), "mse_std": float(np.std(fold_mse)), "fold_mse": fold_mse,
             "mse_per_level": pooled["mse_per_level"], "count_per_level": pooled["count_per_level"],

@@ -70,6 +70,7 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..core.io import ImageReadError, video_frames, video_info
+from ..core.progress import progress_bar
 from .features import (
     DEFAULT_OVERLAP,
     DEFAULT_SEGMENTS,
@@ -294,7 +295,8 @@ def make_detector(min_face_size: float = DEFAULT_MIN_FACE_SIZE, device: str | No
 
 def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detector: MTCNN | None = None,
                min_face_size: float = DEFAULT_MIN_FACE_SIZE, detect_width: int = DEFAULT_DETECT_WIDTH,
-               focal: float | None = None, max_frames: int | None = None, keyframes_per_call: int = 4) -> FaceTrack:
+               focal: float | None = None, max_frames: int | None = None, keyframes_per_call: int = 4,
+               progress: bool = False) -> FaceTrack:
     """Run the pipeline of the module docstring on a video file -> `FaceTrack` (one entry per decoded frame).
 
     Args:
@@ -305,6 +307,7 @@ def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detec
         focal: focal length in the video's pixels for the head pose (default the video's width).
         max_frames: stop after this many frames.
         keyframes_per_call: keyframes batched into one MTCNN call.
+        progress: a bar over the frames on stderr (`keenvision.core.progress`).
     """
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -322,6 +325,8 @@ def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detec
     state = {"grey": None, "points": np.zeros((0, 2), np.float32), "box": None, "landmarks": None, "score": 0.0}
     index = 0
     chunk_length = detect_every * keyframes_per_call
+    total = min(info["frames"], max_frames or info["frames"]) if info["frames"] > 0 else None
+    bar = progress_bar(desc=path.name, unit="frame", total=total, enabled=progress, leave=False)
     while True:
         chunk = []
         for item in frames:
@@ -335,6 +340,8 @@ def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detec
         for offset, (_, grey, scale) in enumerate(chunk):
             rows.append(_advance(state, grey, detections.get(offset), offset in detections) + (scale,))
         index += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
     if not rows:
         raise ImageReadError(f"{path}: no decodable frames")
     return _assemble(rows, info, focal, detect_every, str(path))

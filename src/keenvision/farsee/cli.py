@@ -96,9 +96,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..core.io import UniqueStems
+    from ..core.progress import progress_bar
     from .segment import Segmenter, write_outputs
 
     _positive(args.every, "--every")
@@ -110,7 +109,7 @@ def run_segment(args: argparse.Namespace) -> int:
     processed = failed = 0
     stems = UniqueStems()  # same file name in two folders: keep both
     results = segmenter.segment_files(args.paths, every=args.every)
-    for result, image in tqdm(results, desc="segment", unit="img", file=sys.stderr, disable=None):
+    for result, image in progress_bar(results, desc="segment", unit="img", enabled=not args.json):
         if result.error is not None:
             failed += 1
             print(f"keen segment: skipped {result.error}", file=sys.stderr)
@@ -170,7 +169,8 @@ def run_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"--split {args.split}: {split_folder} does not exist")
     model = _load(args.weights, args.device)
     result = evaluate_segmentation(model, data, args.split, batch_size=args.batch_size,
-                                   device=next(model.parameters()).device, limit=args.limit, drive=args.drive)
+                                   device=next(model.parameters()).device, limit=args.limit, drive=args.drive,
+                                   progress=not args.json)
     for message in result["skipped"]:
         print(f"keen farsee eval: skipped {message}", file=sys.stderr)
     rows = [[name, "absent" if value is None else f"{100 * value:.2f}"]

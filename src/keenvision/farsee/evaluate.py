@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from ..core.progress import progress_bar
 from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, Normalise
 
 
@@ -58,6 +59,7 @@ def evaluate_segmentation(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     drive: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """mIoU, per-class IoU and pixel accuracy of ``model`` on ``<data_dir>/<split>/images|labels`` (the
     `CamVidDataset` layout with ``classes.json``) or, where ``<data_dir>/leftImg8bit`` exists, on the Cityscapes
@@ -77,6 +79,7 @@ def evaluate_segmentation(
         std: normalisation standard deviation (default: the model's ``std``, else ImageNet's).
         drive: CamVid only: score only the frames of this drive (e.g. ``0006R0`` of ``train+val``, the held-out
             drive of configs/farsee/camvid_holdout.yaml); ValueError naming the split's drives when it has none.
+        progress: a bar over the images on stderr (`keenvision.core.progress`).
 
     Returns:
         ``{"split", "dataset", "images", "miou", "per_class_iou": {name: IoU or None}, "pixel_accuracy",
@@ -117,7 +120,7 @@ def evaluate_segmentation(
     try:
         with torch.inference_mode():
             images, labels, skipped = [], [], []
-            for index in range(count):
+            for index in progress_bar(range(count), desc="eval", unit="img", enabled=progress):
                 try:
                     image, label = dataset[index]
                 except ValueError as error:  # unreadable file, size mismatch, label out of range: go on

@@ -111,9 +111,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..core.io import UniqueStems
+    from ..core.progress import progress_bar
     from .files import detect_files, write_outputs
 
     if args.batch_size < 1 or args.video_step < 1:
@@ -124,7 +123,7 @@ def run_detect(args: argparse.Namespace) -> int:
     processed = failed = faces = 0
     stems = UniqueStems()  # a/p.jpg and b/p.jpg: p.jpg and p_2.jpg, never one over the other
     results = detect_files(detector, args.paths, batch_size=args.batch_size, video_step=args.video_step)
-    for result, image in tqdm(results, desc="detect", unit="img", file=sys.stderr, disable=None):
+    for result, image in progress_bar(results, desc="detect", unit="img", enabled=not args.json):
         if result.error is not None:
             failed += 1
             print(f"keen detect: skipped {result.error}", file=sys.stderr)

@@ -93,6 +93,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_hallucinate(args: argparse.Namespace) -> int:
     from ..core.io import UniqueStems
+    from ..core.progress import progress_bar
     from .hallucinate import Hallucinator, write_comparisons
 
     if args.min_face_size < 12:
@@ -100,7 +101,8 @@ def run_hallucinate(args: argparse.Namespace) -> int:
     hallucinator = Hallucinator(args.weights, device=args.device, min_face_size=args.min_face_size)
     processed = failed = written_total = 0
     stems = UniqueStems()  # same file name in two folders: keep both
-    for result in hallucinator.hallucinate_files(args.paths, all_faces=args.all_faces):
+    results = hallucinator.hallucinate_files(args.paths, all_faces=args.all_faces)
+    for result in progress_bar(results, desc="hallucinate", unit="file", enabled=not args.json):
         if result.note:
             print(f"keen hallucinate: {result.path}: {result.note}", file=sys.stderr)
         if result.error is not None:
@@ -133,8 +135,7 @@ def run_hallucinate(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..core.progress import progress_bar
     from .data import prepare_faces
 
     _positive(args.max_identities, "--max-identities")
@@ -147,7 +148,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     for folder in args.src:
         if not folder.is_dir():
             raise UsageError(f"--src {folder}: no such folder")
-    bar = tqdm(desc="prepare", unit="identity", file=sys.stderr, disable=None)
+    bar = progress_bar(desc="prepare", unit="identity", enabled=not getattr(args, "json", False))
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -230,7 +231,7 @@ def run_eval(args: argparse.Namespace) -> int:
     named = {} if args.bicubic_only else parse_weights(args.weights)
     models = {name: load_cnn_h(weights, device) for name, weights in named.items()}
     result = evaluate_hallucination(args.data, args.split, models, device=device, batch_size=args.batch_size,
-                                    limit=args.limit, origin=args.origin)
+                                    limit=args.limit, origin=args.origin, progress=not args.json)
     rows = [[name, _format(result[name]["psnr"]), _format(result[name]["ssim"], digits=4),
              _format(result[name]["identity_similarity"], digits=3),
              _format(result[name]["verification_accuracy"], 100, 1),

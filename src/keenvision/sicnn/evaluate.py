@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.progress import progress_bar
 from .hallucinate import (
     HR_SIZE_WH,
     LR_SIZE_WH,
@@ -281,11 +282,11 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
                            device: str | torch.device | None = None, batch_size: int = 64,
                            limit: int | None = None, recogniser: DlibRecogniser | None | str = "auto",
                            origin: str | None = None,
-                           seed: int = 0) -> dict:
+                           seed: int = 0, progress: bool = False) -> dict:
     """`score_methods` on a prepared split (``<data>/<split>/<identity>/*.png``, aligned 96x112): ``bicubic`` and
     every model of ``models`` (name -> CNN-H). ``recogniser="auto"`` loads dlib's, or notes its absence on stderr
     and leaves the identity metrics null; None skips them. ``limit``: the first N faces only (in the split's
-    order, so whole identities first)."""
+    order, so whole identities first). ``progress``: a bar over the faces on stderr."""
     device = resolve_device(device)
     if recogniser == "auto":
         recogniser = load_recogniser()
@@ -295,7 +296,7 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
             raise ValueError(f"a model cannot be named {name!r} (reserved for the baselines)")
         methods[name] = model_method(model, device, batch_size)
     skipped: list[str] = []
-    batches = split_batches(data, split, batch_size, limit, skipped, origin)
+    batches = split_batches(data, split, batch_size, limit, skipped, origin, progress)
     first = next(batches, None)  # batches stay lazy; only an empty split is caught up front
     if first is None:
         reason = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
@@ -305,7 +306,7 @@ def evaluate_hallucination(data: str | Path, split: str = "test", models: dict[s
 
 
 def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int | None = None,
-                  skipped: list[str] | None = None, origin: str | None = None
+                  skipped: list[str] | None = None, origin: str | None = None, progress: bool = False
                   ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """``(hr [B, 3, 112, 96] in [0, 1], identities [B])`` batches of a prepared split (`data.FaceIdentityDataset`
     order: identities sorted, then their files). A file that is not a readable 96x112 face raises ImageReadError,
@@ -318,6 +319,7 @@ def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = FaceIdentityDataset(data, split, origin=origin)
     count = len(dataset) if limit is None else min(limit, len(dataset))
+    bar = progress_bar(desc="eval", unit="face", total=count, enabled=progress)
     for start in range(0, count, batch_size):
         faces, identities = [], []
         for index in range(start, min(start + batch_size, count)):
@@ -329,8 +331,10 @@ def split_batches(data: str | Path, split: str, batch_size: int = 64, limit: int
                 skipped.append(str(error))
                 continue
             identities.append(dataset.identities[dataset.samples[index][1]])
+        bar.update(min(start + batch_size, count) - start)
         if faces:
             yield to_unit_tensor(faces), identities
+    bar.close()
 
 
 # ------------------------------------------------------------------------------------------------------------------
