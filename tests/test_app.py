@@ -117,6 +117,9 @@ def test_detect_matches_the_library(client, data_dir, detector):
     assert _read(crops[0]["image"]).shape == (112, 112, 3)
     drawn, original = _read(annotated), np.asarray(Image.open(photo).convert("RGB"))
     assert drawn.shape == original.shape and (drawn != original).any()  # the boxes are drawn on the photo
+    _, _, webcam = client.predict(None, _upload(photo), api_name="/detect")  # the same photo as a webcam frame
+    assert webcam["source"] == "webcam frame" and len(webcam["faces"]) == len(expected)
+    np.testing.assert_allclose(webcam["faces"][0]["box"], record["faces"][0]["box"], atol=0.01)
 
 
 def test_hallucinate_shows_each_face(client, data_dir):
