@@ -190,7 +190,7 @@ def test_diffrate_measures_both_models(client):
     ("/segment", ("corrupt.mp4", 0), "corrupt.mp4: cannot open as a video"),
     ("/engagement", ("notes.txt",), "notes.txt: expected a video"),
     ("/engagement", ("corrupt.mp4",), "corrupt.mp4: cannot open as a video"),
-    ("/diffrate", ("resnet50", "uniform at the FLOPs target", 1.0, 1), "not a timm VisionTransformer"),
+    ("/diffrate", ("resnet50", "uniform at the FLOPs target", 1.0, 1), "DiffRate compresses timm VisionTransformer"),
     ("/diffrate", ("cifar10-vit", "uniform at the FLOPs target", 5.0, 1), "needs a FLOPs target between 0"),
 ])
 def test_bad_input_gets_one_line_in_the_page(client, bad_files, api_name, arguments, message):

@@ -148,7 +148,7 @@ def test_bad_inputs_are_one_line_errors(tiny, tmp_path, capsys):
     too_many = Schedule((66,) * 4, (65,) * 4).save(tmp_path / "many.json")
     flops = ["diffrate", "flops", "--model", model, "--schedule"]
     assert "unknown model" in _one_line_error(capsys, ["diffrate", "flops", "--model", "no_such_model_xyz"])
-    assert "not a timm VisionTransformer" in _one_line_error(
+    assert "is a ResNet; DiffRate compresses timm VisionTransformer and Eva" in _one_line_error(
         capsys, ["diffrate", "flops", "--model", "resnet18", "--no-measure"])
     assert "2 blocks but the model has 4" in _one_line_error(capsys, [*flops, str(short)])
     assert "exceeds" in _one_line_error(capsys, [*flops, str(too_many)])

@@ -232,7 +232,8 @@ def engagement(upload=None) -> tuple[np.ndarray, str, dict]:
     return plot, summary, record
 
 
-DIFFRATE_MODELS = ("cifar10-vit", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+DIFFRATE_MODELS = ("cifar10-vit", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
+                   "eva02_tiny_patch14_224", "vit_small_patch16_rope_224")
 UNIFORM = "uniform at the FLOPs target"
 
 

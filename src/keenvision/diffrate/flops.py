@@ -28,6 +28,10 @@ class ViTCostConfig:
         patch_pixels: pixels per patch (p_h * p_w).
         in_chans: image channels.
         num_classes: classifier outputs (0 for no head).
+        attention_linear_macs: per-token MACs of a block's attention projections (None: the paper's ``4 C^2``,
+            qkv and output projection).
+        mlp_macs: per-token MACs of a block's MLP (None: the paper's ``8 C^2``, two layers at ratio 4). Read off
+            the model's linear layers, so SwiGLU MLPs (EVA-02) and other ratios are counted as they are.
     """
 
     embed_dim: int
@@ -37,6 +41,16 @@ class ViTCostConfig:
     patch_pixels: int = 256
     in_chans: int = 3
     num_classes: int = 1000
+    attention_linear_macs: int | None = None
+    mlp_macs: int | None = None
+
+    @property
+    def attention_macs_per_token(self) -> int:
+        return 4 * self.embed_dim**2 if self.attention_linear_macs is None else self.attention_linear_macs
+
+    @property
+    def mlp_macs_per_token(self) -> int:
+        return 8 * self.embed_dim**2 if self.mlp_macs is None else self.mlp_macs
 
     @property
     def tokens(self) -> int:
@@ -61,6 +75,7 @@ def vit_cost_config(model_or_config: Any) -> ViTCostConfig:
     if patch_embed is None or not hasattr(model, "blocks") or not hasattr(model, "embed_dim"):
         raise ValueError(f"{type(model).__name__} is not a timm VisionTransformer (needs patch_embed, blocks)")
     patch_height, patch_width = patch_embed.patch_size
+    block = model.blocks[0]
     return ViTCostConfig(
         embed_dim=int(model.embed_dim),
         depth=len(model.blocks),
@@ -69,7 +84,17 @@ def vit_cost_config(model_or_config: Any) -> ViTCostConfig:
         patch_pixels=int(patch_height * patch_width),
         in_chans=int(patch_embed.proj.in_channels),
         num_classes=int(getattr(model, "num_classes", 0)),
+        attention_linear_macs=_linear_weights(getattr(block, "attn", None)),
+        mlp_macs=_linear_weights(getattr(block, "mlp", None)),
     )
+
+
+def _linear_weights(module: torch.nn.Module | None) -> int | None:
+    """Weights of the linear layers in ``module`` (= MACs per token); None when it has none to count."""
+    if module is None:
+        return None
+    count = sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+    return count or None
 
 
 def schedule_macs(model_or_config: Any, schedule: Schedule | None = None) -> int:
@@ -77,9 +102,10 @@ def schedule_macs(model_or_config: Any, schedule: Schedule | None = None) -> int
 
     Per block with N incoming tokens and width C: attention ``4*N*C^2 + 2*N^2*C`` (qkv + projection, then
     q@k^T and attn@v), MLP ``8*N'*C^2`` with ``N' = min(N, k_p, k_m)`` the count after the block's compression
-    (notes "FLOPs"). Plus patch embedding ``tokens * C * in_chans * p^2`` (the public code counts the class token
-    here too) and the head ``C * num_classes``. The merge step's similarity, norms, softmax and
-    GELU are not counted, as in the paper.
+    (notes "FLOPs"). ``4 C^2`` and ``8 C^2`` are the per-token weights of a standard block's linear layers; for a
+    model whose blocks differ (SwiGLU, other MLP ratios, grouped key/value heads) its own counts are used. Plus
+    patch embedding ``tokens * C * in_chans * p^2`` (the public code counts the class token here too) and the head
+    ``C * num_classes``. The merge step's similarity, norms, softmax and GELU are not counted, as in the paper.
     """
     config = vit_cost_config(model_or_config)
     schedule = Schedule.keep_all(config.depth, config.tokens) if schedule is None else schedule
@@ -88,9 +114,9 @@ def schedule_macs(model_or_config: Any, schedule: Schedule | None = None) -> int
     tokens = config.tokens
     macs = tokens * width * config.in_chans * config.patch_pixels + width * config.num_classes
     for kept in schedule.kept_tokens_per_block(config.tokens):
-        macs += 4 * tokens * width**2 + 2 * tokens**2 * width
+        macs += tokens * config.attention_macs_per_token + 2 * tokens**2 * width
         tokens = kept
-        macs += 8 * tokens * width**2
+        macs += tokens * config.mlp_macs_per_token
     return macs
 
 

@@ -9,6 +9,7 @@ import timm
 import torch
 import yaml
 from safetensors import safe_open
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
 from ..core.registry import shipped_files
@@ -16,6 +17,14 @@ from ..core.weights import WeightsError, load_into, load_weights, packaged_weigh
 from .train import CIFAR10_MEAN, CIFAR10_STD
 
 SHIPPED = shipped_files("diffrate")  # {"cifar10-vit": ...}, from weights/registry.json
+FAMILIES = (VisionTransformer, Eva)  # the timm classes diffrate.patch supports
+
+
+def check_family(model: torch.nn.Module, name: str) -> None:
+    """One-line ValueError unless ``model`` is of a family DiffRate compresses."""
+    if not isinstance(model, FAMILIES):
+        raise ValueError(f"{name} is a {type(model).__name__}; DiffRate compresses timm VisionTransformer and Eva "
+                         "(EVA-02, vit_*_rope_*) models")
 
 
 def vit_from_export(path: str | Path) -> VisionTransformer:
@@ -46,6 +55,5 @@ def load_model(name: str, pretrained: bool = False) -> torch.nn.Module:
         raise ValueError(f"unknown model {name!r}: give a timm model name, a .safetensors export or one of "
                          f"{sorted(SHIPPED)}")
     model = timm.create_model(name, pretrained=pretrained)
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer; DiffRate compresses ViTs")
+    check_family(model, name)
     return model.eval()

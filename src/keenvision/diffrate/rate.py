@@ -148,9 +148,9 @@ def differentiable_gflops(
     tokens = torch.tensor(float(config.tokens), device=reference.device)
     macs = tokens * width * config.in_chans * config.patch_pixels + width * config.num_classes
     for prune_count, merge_count in zip(prune_kept, merge_kept):
-        macs = macs + 4 * tokens * width**2 + 2 * tokens**2 * width
+        macs = macs + tokens * config.attention_macs_per_token + 2 * tokens**2 * width
         tokens = ste_min(tokens, prune_count.float(), merge_count.float())
-        macs = macs + 8 * tokens * width**2
+        macs = macs + tokens * config.mlp_macs_per_token
     return macs / 1e9
 
 

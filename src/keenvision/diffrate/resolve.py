@@ -24,14 +24,14 @@ def model_cost_config(name: str) -> ViTCostConfig:
     if name in SHIPPED or name.endswith(".safetensors"):
         return vit_cost_config(load_model(name))
     import timm
-    from timm.models.vision_transformer import VisionTransformer
+
+    from .models import check_family
 
     if not timm.is_model(name):
         raise ValueError(f"unknown model {name!r}: give a timm model name, a .safetensors export or one of "
                          f"{sorted(SHIPPED)}")
     model = timm.create_model(name, pretrained=False, device="meta")
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer; DiffRate compresses ViTs")
+    check_family(model, name)
     return vit_cost_config(model)
 
 
