@@ -4,6 +4,7 @@ Chromium must be installed (``make test`` installs the first two, ``.ci/run`` th
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def _require(module: str):
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError:
         if IN_CI:
             raise
@@ -239,3 +240,41 @@ def test_page_renders_in_a_real_browser(app_url, tmp_path):
     dark = (pixels.sum(-1) < 150).sum()
     assert orange > 5000, f"no primary button in the screenshot ({orange} orange pixels)"
     assert dark > 2000, f"no text in the screenshot ({dark} dark pixels)"
+
+
+def test_a_user_uploads_clicks_and_reads_the_result(app_url, data_dir, tmp_path):
+    """The page driven in Chromium (Playwright on Debian's browser, nothing downloaded): a photo uploaded to the
+    MTCNN view, the button clicked, the drawn detections and the JSON shown; then a street photo in the SICNN view
+    gives its one-line message in the page."""
+    playwright = _require("playwright.sync_api")
+    browser_path = _chromium()
+    photo = data_dir / "faces_dlib_examples" / "2008_002470.jpg"
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(app_url)
+            page.locator("input[type=file]").first.set_input_files(str(photo))
+            page.get_by_role("button", name="Detect faces").click()
+            # the result images are served by the app as files: the drawn photo and one crop per face
+            page.wait_for_function("document.querySelectorAll('img[src*=\"file=\"]').length >= 2", timeout=120_000)
+            drawn = page.locator("img[src*='file=']").first
+            drawn.evaluate("image => image.decode()")  # loaded and decoded, not only in the DOM
+            size = drawn.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+            assert size == list(Image.open(photo).size)
+            assert '"score"' in page.locator("body").inner_text()  # the JSON record
+            page.screenshot(path=str(tmp_path / "detect.png"), full_page=True)
+            page.get_by_role("tab", name="SICNN: face hallucination").click()
+            from keenvision.farsee.demo import DEMO_IMAGE
+
+            page.locator("input[type=file]").nth(1).set_input_files(str(DEMO_IMAGE))
+            page.get_by_role("button", name="Hallucinate").click()
+            message = page.get_by_text("no face found").first
+            message.wait_for(timeout=120_000)
+            assert message.is_visible() and message.inner_text().startswith("camvid_street.jpg, 480x360: no face found")
+            assert "Traceback" not in page.locator("body").inner_text()
+        finally:
+            browser.close()
+    shot = np.asarray(Image.open(tmp_path / "detect.png").convert("RGB")).astype(int)
+    green = ((shot[..., 1] > 180) & (shot[..., 0] < 80) & (shot[..., 2] < 80)).sum()
+    assert green > 300, f"no drawn (green) boxes in the screenshot ({green} pixels)"

@@ -125,6 +125,8 @@ def check_port(host: str, port: int) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"port {port}: give 1 to 65535")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as the server will: a port in TIME_WAIT (an app just stopped) is free, one with a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
