@@ -326,7 +326,8 @@ def track_face(path: str | Path, detect_every: int = DEFAULT_DETECT_EVERY, detec
     index = 0
     chunk_length = detect_every * keyframes_per_call
     total = min(info["frames"], max_frames or info["frames"]) if info["frames"] > 0 else None
-    bar = progress_bar(desc=path.name, unit="frame", total=total, enabled=progress, leave=False)
+    # leave=None: the final line stays unless the bar is nested under a folder bar (tqdm position > 0)
+    bar = progress_bar(desc=path.name, unit="frame", total=total, enabled=progress, leave=None)
     while True:
         chunk = []
         for item in frames:
