@@ -58,3 +58,34 @@ def test_gather_tokens_and_proportional_bias_shapes():
     bias = proportional_attention_bias(torch.tensor([[1.0, 2.0]]))
     assert bias.shape == (1, 1, 1, 2) and torch.allclose(bias.flatten(), torch.tensor([0.0, 0.6931]), atol=1e-4)
     assert torch.isfinite(proportional_attention_bias(torch.tensor([[0.0]]))).all()
+
+
+def _reference_gather(tokens, index):
+    expanded = index.reshape(*index.shape, *([1] * (tokens.dim() - 2))).expand(-1, -1, *tokens.shape[2:])
+    return torch.gather(tokens, 1, expanded)
+
+
+def _reference_merge(tokens, destination, kept, reduce):
+    squeeze = tokens.dim() == 2
+    tokens = tokens.unsqueeze(-1) if squeeze else tokens
+    index = destination.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+    merged = tokens[:, :kept].scatter_reduce(1, index, tokens[:, kept:], reduce=reduce, include_self=True)
+    return merged.squeeze(-1) if squeeze else merged
+
+
+def test_fast_gather_and_merge_match_the_scatter_reference():
+    # gather_tokens (index_select) and merge_tokens (bmm) take faster routes than gather / scatter_reduce; they must
+    # give the same tokens at batch 1 and above, for token rows, per-token scalars and extra trailing dims
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 3):
+        for shape in ((batch, 20, 8), (batch, 20), (batch, 20, 2, 4)):
+            tokens = torch.randn(*shape, generator=generator)
+            index = torch.stack([torch.randperm(20, generator=generator)[:11] for _ in range(batch)])
+            assert torch.equal(gather_tokens(tokens, index), _reference_gather(tokens, index))
+        kept = 12
+        destination = torch.randint(1, kept, (batch, 8), generator=generator)
+        for shape in ((batch, 20, 8), (batch, 20)):
+            tokens = torch.randn(*shape, generator=generator)
+            for reduce in ("mean", "sum", "amax"):
+                fast = merge_tokens(tokens, destination, kept, reduce=reduce)
+                assert torch.allclose(fast, _reference_merge(tokens, destination, kept, reduce), atol=1e-5), reduce
