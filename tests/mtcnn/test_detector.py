@@ -168,3 +168,40 @@ def test_huge_jpeg_is_reduced_while_decoding(tmp_path, data_dir, detector):
     found = torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float64)
     scaled = torch.tensor(np.stack([f.box for f in expected]) * factor, dtype=torch.float64)
     assert (box_iou(scaled, found).max(1).values > 0.7).all()
+
+
+def _parity_set(data_dir):
+    """The benchmark's parity set: every photo and every 4th/8th frame of the sample clips."""
+    images = [read_image(path).pixels for folder in ("faces_dlib_examples", "mtcnn_official", "video_samples")
+              for path in sorted((data_dir / folder).glob("*.jpg"))]
+    for name, step in (("single_face.mp4", 4), ("WolfgangLanger_Pexels.mp4", 8), ("face_noface.mov", 8)):
+        images += [frame for _, frame in video_frames(data_dir / "video_samples" / name, step)]
+    return images
+
+
+def test_fast_pnet_and_integral_pyramid_keep_the_detections(data_dir):
+    # the default (fused P-Net, small levels from the integral image, reused buffers) against the layer-by-layer
+    # forward with a resize per level, on all 114 images of the parity set
+    fast, reference = MTCNN(device="cpu"), MTCNN(device="cpu")
+    reference.pnet_cells = reference.pyramid_from_integral = False
+    images = _parity_set(data_dir)
+    compared = 0
+    for image in images:
+        ours, theirs = fast.detect_arrays([image])[0], reference.detect_arrays([image])[0]
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            assert np.abs(a.box - b.box).max() < 1e-3 and abs(a.score - b.score) < 1e-3
+            assert np.abs(a.landmarks - b.landmarks).max() < 1e-3
+            compared += 1
+    assert len(images) == 114 and compared > 100
+
+
+@pytest.mark.parametrize("size", [(216, 384), (153, 273), (14, 25), (12, 12)])
+def test_pnet_cells_equal_the_module_forward(size):
+    pnet = MTCNN(device="cpu").pnet
+    images = (torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    images = images.contiguous(memory_format=torch.channels_last)
+    logits, offsets = pnet(images)
+    probability, cell_offsets = pnet.cells(images)
+    assert torch.allclose(probability, torch.softmax(logits, 1)[:, 1], atol=1e-5)
+    assert torch.allclose(cell_offsets, offsets.permute(0, 2, 3, 1), atol=1e-5)

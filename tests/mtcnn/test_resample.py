@@ -71,3 +71,17 @@ def test_opencv_resampler_matches_imresample(image, size):
     out = resample_crops_cv2(image.transpose(1, 2, 0).astype(np.float32), np.array(BOXES), size)
     for crop, box in zip(out, BOXES):
         assert np.abs(crop.transpose(2, 0, 1) - _reference(image, box, size)).max() < 1e-3, box
+
+
+@pytest.mark.parametrize("size", [(27, 15), (207, 117), (640, 360), (1000, 500)])
+def test_pyramid_level_from_the_integral_matches_the_resize(data_dir, size):
+    import cv2
+
+    from keenvision.core.io import read_image
+    from keenvision.mtcnn.resample import shrink_area_from_integral
+
+    image = cv2.resize(read_image(data_dir / "video_samples" / "multi_face.jpg").pixels, (1920, 1080))
+    expected = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    out = np.empty(expected.shape, np.float32)
+    shrink_area_from_integral(cv2.integral(image, sdepth=cv2.CV_32S), size, out)
+    assert np.abs(out - expected).max() < 1e-3  # pixel values 0..255

@@ -11,7 +11,11 @@ optional there (``landmarks=True`` for models trained with our recipe) and alway
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,6 +50,71 @@ class PNet(nn.Module):
         if self.landmarks is not None:
             outputs += (self.landmarks(features),)
         return outputs
+
+    @torch.inference_mode()
+    def cells(self, images: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference form of `forward` for detection: face probability ``[B, h, w]`` and box offsets
+        ``[B, h, w, 4]`` from channels-last images; the same numbers in fewer passes over memory, which is what
+        bounds P-Net on CPU (its 10- and 16-channel maps are large and cheap to compute).
+
+        Maps stay ``[B, H, W, C]`` (channels-last, what oneDNN's convolutions want). Each PReLU is one in-place
+        pass, ``x + (a - 1) * min(x, 0)``, where the module writes a new tensor (the first one writes straight into
+        the -inf-padded buffer the pool needs at odd sizes); the 2x2 ceil-mode pool is the maximum of four strided
+        views; the two heads are one matrix product whose first column is the logit difference (a softmax over
+        two classes is its sigmoid; ``heads``: `cell_heads`, computed once for many calls). A fifth to a third off
+        P-Net's time on the large pyramid levels, one CPU thread."""
+        conv1, prelu1, _, conv2, prelu2, conv3, prelu3 = self.body
+        x = _conv_nhwc(images.permute(0, 2, 3, 1), conv1)
+        batch, height, width, channels = x.shape
+        if height % 2 or width % 2:
+            pooled_input = _scratch("padded", (batch, height + height % 2, width + width % 2, channels), x)
+            pooled_input[:, height:], pooled_input[:, :, width:] = float("-inf"), float("-inf")
+            torch.addcmul(x, torch.clamp_max(x, 0, out=_scratch("negative", x.shape, x)), prelu1.weight - 1,
+                          out=pooled_input[:, :height, :width])
+        else:
+            pooled_input = _prelu_nhwc_(x, prelu1.weight)
+        x = torch.maximum(torch.maximum(pooled_input[:, 0::2, 0::2], pooled_input[:, 0::2, 1::2]),
+                          torch.maximum(pooled_input[:, 1::2, 0::2], pooled_input[:, 1::2, 1::2]))
+        x = _prelu_nhwc_(_conv_nhwc(x, conv2), prelu2.weight)
+        x = _prelu_nhwc_(_conv_nhwc(x, conv3), prelu3.weight)
+        weight, bias = heads if heads is not None else self.cell_heads()
+        batch, height, width, channels = x.shape
+        outputs = torch.addmm(bias, x.reshape(-1, channels), weight).view(batch, height, width, 5)
+        return torch.sigmoid(outputs[..., 0]), outputs[..., 1:]
+
+    @torch.inference_mode()
+    def cell_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The face and box heads folded into one ``[32, 5]`` matrix and bias for `cells`: column 0 gives the
+        logit difference (face minus background), columns 1-4 the box offsets."""
+        face_weight = self.face.weight.flatten(1)
+        weight = torch.cat([face_weight[1:] - face_weight[:1], self.box.weight.flatten(1)])
+        return weight.t(), torch.cat([self.face.bias[1:] - self.face.bias[:1], self.box.bias])
+
+
+def _conv_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv`` on a ``[B, H, W, C]`` tensor (a channels-last image viewed as NHWC), result viewed the same way."""
+    return F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias).permute(0, 2, 3, 1)
+
+
+def _prelu_nhwc_(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """PReLU in place on ``[B, H, W, C]``: ``x + (a - 1) * min(x, 0)``."""
+    return x.addcmul_(torch.clamp_max(x, 0, out=_scratch("negative", x.shape, x)), weight - 1)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A per-thread buffer of ``shape`` (contents undefined), grown as needed and kept between calls: on CPU a
+    fresh multi-megabyte tensor is new memory from the OS, and its page faults cost P-Net more than the
+    arithmetic of a pass (a third of a 1920x1080 frame's time). At most two, each as large as P-Net's largest map."""
+    numel = math.prod(shape)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+        buffer = buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buffer[:numel].view(shape)
 
 
 class RNet(nn.Module):

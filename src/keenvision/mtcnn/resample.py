@@ -117,3 +117,28 @@ def resample_crops_cv2(image: np.ndarray, boxes: np.ndarray, size: int) -> np.nd
             crop = cv2.resize(crop, (size, h), interpolation=interpolation_x)
             cv2.resize(crop, (size, size), dst=out[row], interpolation=interpolation_y)
     return out
+
+
+def shrink_area_from_integral(integral: np.ndarray, size: tuple[int, int], out: np.ndarray) -> np.ndarray:
+    """Area-shrink a whole image to ``size`` (width, height) from its integral image (``cv2.integral``,
+    ``[H + 1, W + 1, C]``), into ``out`` ``[height, width, C]`` float32; the same numbers as
+    ``cv2.resize(image, size, interpolation=cv2.INTER_AREA)`` to float32 rounding.
+
+    The integral of a piecewise-constant image is bilinear inside each pixel, so its bilinear samples at the
+    output cells' corners give the exact area sums with fractional edge weights. The cost grows with the output,
+    not the source: a small pyramid level of a large frame costs a tiny fraction of a resize that reads every
+    source pixel."""
+    width, height = size
+    source_height, source_width = integral.shape[0] - 1, integral.shape[1] - 1
+    xs = np.arange(width + 1) * (source_width / width)
+    ys = np.arange(height + 1) * (source_height / height)
+    x0 = np.minimum(xs.astype(np.int64), source_width - 1)
+    y0 = np.minimum(ys.astype(np.int64), source_height - 1)
+    fx, fy = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
+    corners = [integral[np.ix_(rows, columns)].astype(np.float64) for rows in (y0, y0 + 1) for columns in (x0, x0 + 1)]
+    top = corners[0] + fx * (corners[1] - corners[0])
+    bottom = corners[2] + fx * (corners[3] - corners[2])
+    sums = top + fy * (bottom - top)
+    areas = sums[1:, 1:] - sums[1:, :-1] - sums[:-1, 1:] + sums[:-1, :-1]
+    np.multiply(areas, (width / source_width) * (height / source_height), out=out, casting="same_kind")
+    return out
