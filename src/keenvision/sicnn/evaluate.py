@@ -361,3 +361,41 @@ def measure_throughput(model: nn.Module, batch_sizes: Sequence[int] = (1, 64), d
             rows.append({"method": name, "batch_size": batch_size, "latency_ms": 1000 * timing.median_s,
                          "images_per_second": batch_size / timing.median_s})
     return rows
+
+
+def recognition_verification(cnn_r: nn.Module, data: str | Path, choose_split: str = "val",
+                             report_split: str = "test", batch_size: int = 64) -> dict:
+    """CNN-R's verification on HR faces of identities it never saw: all pairs of ``report_split`` (identities with
+    two faces or more), same/different weighted equally, at the cosine threshold that is best on
+    ``choose_split`` (so no number is chosen on the split it reports); also each split's ROC AUC and its own
+    best-threshold accuracy (optimistic, the figure `train`'s validation logs)."""
+    from torch.utils.data import DataLoader
+
+    from .data import FaceIdentityDataset
+    from .train import pair_verification
+
+    cnn_r = cnn_r.float().eval()
+    result = {}
+    for role, split in enumerate((choose_split, report_split)):
+        faces = FaceIdentityDataset(data, split, min_faces_per_identity=2)
+        embeddings, labels = [], []
+        with torch.inference_mode():
+            for batch, batch_labels in DataLoader(faces, batch_size=batch_size):
+                embeddings.append(torch.nn.functional.normalize(cnn_r.embed(batch), dim=1))
+                labels.append(batch_labels)
+        embeddings, labels = torch.cat(embeddings), torch.cat(labels)
+        similarity = embeddings @ embeddings.T
+        upper = torch.triu(torch.ones_like(similarity, dtype=torch.bool), diagonal=1)
+        same, scores = (labels[:, None] == labels[None, :])[upper], similarity[upper]
+        if role == 0:
+            thresholds = scores.unique()
+            true_positive = 1 - torch.searchsorted(scores[same].sort().values, thresholds) / int(same.sum())
+            true_negative = torch.searchsorted(scores[~same].sort().values, thresholds) / int((~same).sum())
+            threshold = float(thresholds[((true_positive + true_negative) / 2).argmax()])
+        else:
+            accuracy = ((scores[same] >= threshold).float().mean() + (scores[~same] < threshold).float().mean()) / 2
+            result["accuracy_at_chosen_threshold"] = float(accuracy)
+        result[split] = {"faces": len(faces), "identities": int(labels.unique().numel()),
+                         **pair_verification(embeddings, labels)}
+    result["threshold"], result["chosen_on"], result["reported_on"] = threshold, choose_split, report_split
+    return result
