@@ -238,6 +238,13 @@ def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
     assert 0.5 <= pair_verification(many, torch.arange(120).repeat_interleave(5))["verification_accuracy"] < 0.6
 
 
+def test_warm_start_takes_the_shipped_cnn_r_by_name_and_checks_its_identities(faces, tmp_path):
+    # the shipped CNN-R's head knows its 2,560 training identities: another prepared set is a one-line error
+    with pytest.raises(ValueError, match="2560 identities, the training split 4"):
+        _train(faces, tmp_path / "warm", "recognition", max_steps=1, init_cnn_r="sicnn-cnn-r-celeba3200",
+               head={"kind": "cosface", "options": {"scale": 30.0, "margin": 0.35}})
+
+
 def test_recognition_verification_applies_the_chosen_threshold(pretrained, faces):
     from keenvision.sicnn.evaluate import recognition_verification
     from keenvision.sicnn.model import load_cnn_r

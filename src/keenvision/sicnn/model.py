@@ -32,7 +32,7 @@ from ..core.registry import shipped_files
 from ..core.weights import WeightsError, load_into, load_weights, resolve_weights
 from ..core.weights import read_metadata as read_safetensors_metadata
 
-SHIPPED = shipped_files("sicnn")  # {"sicnn-celeba": "sicnn_cnn_h.safetensors"}, from weights/registry.json
+SHIPPED = shipped_files("sicnn")  # CNN-H "sicnn-celeba", CNN-R "sicnn-cnn-r-celeba3200" (weights/registry.json)
 EXPORT_FORMAT = "keenvision.sicnn"
 FACE_SIZE = (96, 112)  # (width, height) of the aligned faces, the SphereFace/CosFace 5-point template
 SCALE = 8  # CNN-H magnification: 12x14 -> 96x112
@@ -327,8 +327,9 @@ def export_metadata(network: str, model: nn.Module, extra: dict[str, str] | None
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a SICNN export; one-line errors for a missing, unreadable or foreign file."""
-    path = Path(path)
+    """The metadata of a SICNN export (a path or a shipped name); one-line errors for a missing, unreadable or
+    foreign file."""
+    path = Path(path) if str(path) not in SHIPPED else _resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     metadata = read_safetensors_metadata(path)
