@@ -19,8 +19,6 @@ outputs and for our parity benchmark.
 
 from __future__ import annotations
 
-import math
-import threading
 from collections import defaultdict
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +36,7 @@ from torchvision.ops import batched_nms
 from ..core.io import read_image
 from ..core.registry import shipped_files
 from ..core.weights import load_into, load_weights, packaged_weights
-from .model import ONet, PNet, RNet
+from .model import ONet, PNet, RNet, scratch
 from .resample import resample_crops, resample_crops_cv2, shrink_area_from_integral
 
 DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
@@ -154,8 +152,10 @@ def _shrink_normalised(images: list[np.ndarray], members: list[tuple[int, int, f
     its integral image instead (``integrals``: a future of `_integrals`), the same numbers at a fraction of the
     cost."""
     for row, (image_index, _, _) in enumerate(members):
-        integral = integrals.result()[image_index] if integrals is not None else None
-        if integral is not None and _from_integral(images[image_index].shape, size):
+        # only the small levels wait for the integral images
+        integral = (integrals.result()[image_index]
+                    if integrals is not None and _from_integral(images[image_index].shape, size) else None)
+        if integral is not None:
             shrink_area_from_integral(integral, size, out[row])
         else:
             cv2.resize(images[image_index], size, dst=out[row], interpolation=cv2.INTER_AREA)
@@ -164,26 +164,11 @@ def _shrink_normalised(images: list[np.ndarray], members: list[tuple[int, int, f
     return out
 
 
-_SCRATCH = threading.local()
-
-
-def _scratch_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A per-thread float32 array of ``shape`` (contents undefined), grown as needed and kept between calls.
-
-    A fresh multi-megabyte array is new memory from the OS on every call, and its page faults cost more than
-    the work done in it (a 1920x1080 frame's float copy and pyramid levels: about a tenth of its detection)."""
-    numel = math.prod(shape)
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    if name not in buffers or buffers[name].size < numel:
-        buffers[name] = np.empty(numel, np.float32)
-    return buffers[name][:numel].reshape(shape)
-
-
 def _as_float32(images: list[np.ndarray]) -> list[np.ndarray]:
-    """float32 copies of the images in this thread's scratch arrays (valid until its next detection)."""
+    """float32 copies of the images in this thread's `scratch` buffers (valid until its next detection)."""
     floats = []
     for index, image in enumerate(images):
-        copy = _scratch_array(f"image{index}", image.shape)
+        copy = scratch(f"image{index}", image.shape).numpy()
         np.copyto(copy, image)
         floats.append(copy)
     return floats
@@ -342,13 +327,16 @@ class MTCNN(nn.Module):
                   for (h, w), members in levels.items() for i in range(0, len(members), max(1, per_launch // (h * w)))]
         if official:
             # resample every level in worker threads (OpenCV releases the GIL) while P-Net runs on earlier ones
-            # submitted first, so a worker takes it before the levels that wait for it
-            integrals = (_workers().submit(_integrals, integral_sources)
-                         if any(source is not None for source in integral_sources) else None)
-            pending = [_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
-                                         _scratch_array(f"level{index}", (len(members), level_height, level_width, 3)),
-                                         integrals)
-                       for index, ((level_height, level_width), members) in enumerate(chunks)]
+            # the integral images are submitted just before the first level that samples them (so a worker takes
+            # them before the levels that wait for them, and after the large levels P-Net needs first)
+            pending, integrals = [], None
+            for index, ((level_height, level_width), members) in enumerate(chunks):
+                if integrals is None and any(integral_sources[i] is not None and _from_integral(
+                        floats[i].shape, (level_width, level_height)) for i, _, _ in members):
+                    integrals = _workers().submit(_integrals, integral_sources)
+                level = scratch(f"level{index}", (len(members), level_height, level_width, 3)).numpy()
+                pending.append(_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
+                                                 level, integrals))
         heads = self.pnet.cell_heads() if self.pnet_cells else None
         for index, ((level_height, level_width), members) in enumerate(chunks):
             if official:

@@ -68,10 +68,10 @@ class PNet(nn.Module):
         x = _conv_nhwc(images.permute(0, 2, 3, 1), conv1)
         batch, height, width, channels = x.shape
         if height % 2 or width % 2:
-            pooled_input = _scratch("padded", (batch, height + height % 2, width + width % 2, channels), x)
+            padded_shape = (batch, height + height % 2, width + width % 2, channels)
+            pooled_input = scratch("padded", padded_shape, x.dtype, x.device)
             pooled_input[:, height:], pooled_input[:, :, width:] = float("-inf"), float("-inf")
-            torch.addcmul(x, torch.clamp_max(x, 0, out=_scratch("negative", x.shape, x)), prelu1.weight - 1,
-                          out=pooled_input[:, :height, :width])
+            torch.addcmul(x, _negative_part(x), prelu1.weight - 1, out=pooled_input[:, :height, :width])
         else:
             pooled_input = _prelu_nhwc_(x, prelu1.weight)
         x = torch.maximum(torch.maximum(pooled_input[:, 0::2, 0::2], pooled_input[:, 0::2, 1::2]),
@@ -99,21 +99,28 @@ def _conv_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 def _prelu_nhwc_(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """PReLU in place on ``[B, H, W, C]``: ``x + (a - 1) * min(x, 0)``."""
-    return x.addcmul_(torch.clamp_max(x, 0, out=_scratch("negative", x.shape, x)), weight - 1)
+    return x.addcmul_(_negative_part(x), weight - 1)
+
+
+def _negative_part(x: torch.Tensor) -> torch.Tensor:
+    """``min(x, 0)`` into a `scratch` buffer."""
+    return torch.clamp_max(x, 0, out=scratch("negative", x.shape, x.dtype, x.device))
 
 
 _SCRATCH = threading.local()
 
 
-def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+            device: torch.device | str = "cpu") -> torch.Tensor:
     """A per-thread buffer of ``shape`` (contents undefined), grown as needed and kept between calls: on CPU a
-    fresh multi-megabyte tensor is new memory from the OS, and its page faults cost P-Net more than the
-    arithmetic of a pass (a third of a 1920x1080 frame's time). At most two, each as large as P-Net's largest map."""
+    fresh multi-megabyte tensor is new memory from the OS, and its page faults cost more than a pass over it
+    (P-Net's PReLU temporaries, the detector's float copies and pyramid levels: 146 -> 126 ms on a 1920x1080
+    frame). Each name holds one buffer as large as the largest it was asked for."""
     numel = math.prod(shape)
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     buffer = buffers.get(name)
-    if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
-        buffer = buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or buffer.device != torch.device(device):
+        buffer = buffers[name] = torch.empty(numel, dtype=dtype, device=device)
     return buffer[:numel].view(shape)
 
 
