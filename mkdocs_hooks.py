@@ -19,12 +19,15 @@ API_MARKER = re.compile(r"<!-- api: ([\w.]+) -->")
 
 
 def public_names(package: str) -> list[tuple[str, str]]:
-    """(name, module) for each entry of a package's ``_EXPORTS`` dict, in its order, without importing it."""
+    """(name, module) for each name of a package's ``_EXPORTS`` dict (submodule -> names), in its order, without
+    importing it."""
     init = SOURCE.joinpath(*package.split(".")) / "__init__.py"
     for node in ast.walk(ast.parse(init.read_text())):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
             exports = ast.literal_eval(node.value)
-            return [(name, package + module) for name, module in exports.items()]
+            if not all(isinstance(names, tuple) for names in exports.values()):  # the name -> submodule form
+                return [(name, package + module) for name, module in exports.items()]
+            return [(name, package + module) for module, names in exports.items() for name in names]
     raise ValueError(f"{init} has no _EXPORTS table")
 
 

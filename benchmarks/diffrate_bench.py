@@ -27,9 +27,9 @@ import torch
 
 from keenvision.core.bench import format_table
 from keenvision.diffrate import published_schedule
-from keenvision.diffrate.baseline import uniform_schedule
 from keenvision.diffrate.benchmark import resolve_dtype, throughput
-from keenvision.diffrate.flops import schedule_gflops
+from keenvision.diffrate.method.baseline import uniform_schedule
+from keenvision.diffrate.method.flops import schedule_gflops
 from keenvision.diffrate.models import load_model
 
 

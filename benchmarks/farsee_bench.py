@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from keenvision.core.bench import format_table
+from keenvision.core.cli import parse_size
 from keenvision.farsee.benchmark import benchmark_networks
-from keenvision.farsee.cli import parse_size
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -167,9 +167,8 @@ def test_engagement_scores_a_video(client):
 
 
 def test_diffrate_measures_both_models(client):
-    from keenvision.diffrate.flops import schedule_gflops
-    from keenvision.diffrate.models import load_model
-    from keenvision.diffrate.resolve import load_schedule
+    from keenvision.diffrate.method.flops import schedule_gflops
+    from keenvision.diffrate.models import load_model, load_schedule
 
     kept, summary, record = client.predict("cifar10-vit", "shipped:cifar10-vit/0.11", 0.11, 2, api_name="/diffrate")
     model = load_model("cifar10-vit")

@@ -170,3 +170,20 @@ def test_detect_keeps_both_outputs_of_same_named_files(tmp_path, data_dir, capsy
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["p.jpg", "p_2.jpg"]
     aligned = {p.name for p in (tmp_path / "out" / "aligned").glob("*.png")}
     assert {"p_0.png", "p_2_0.png"} <= aligned  # the first face of each
+
+
+def test_bad_inputs_found_by_the_sweep_are_one_line(capsys):
+    """`--out` under a file that is not a folder, and a recipe that exists but is not a regular file."""
+    assert main(["farsee", "export-onnx", "--out", "/dev/full/x.onnx"]) == 2
+    assert capsys.readouterr().err.strip() == "keen farsee: error: --out /dev/full/x.onnx: /dev/full is not a folder"
+    assert main(["farsee", "train", "--config", "/dev/null"]) == 2
+    assert capsys.readouterr().err.strip() == "keen farsee: error: --config /dev/null: not a regular file"
+
+
+def test_old_flag_names_still_work_and_are_named_deprecated(data_dir, capsys):
+    video = str(data_dir / "video_samples" / "single_face.mp4")
+    assert main(["detect", video, "--json", "--video-step", "30", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "--video-step is deprecated, use --every" in err
+    assert main(["detect", video, "--every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "keen detect: error: --every must be >= 1, got 0"

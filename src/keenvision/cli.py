@@ -1,5 +1,6 @@
-"""``keen``: one command line for every system. Each system adds its subcommands; this file only dispatches and
-turns errors into one-line messages with a non-zero exit."""
+"""``keen``: one command line for every system. The declared systems (`core.system.systems`) add their commands;
+this file only loops over them, adds the commands that span systems, dispatches, and turns errors into one-line
+messages with a non-zero exit."""
 
 from __future__ import annotations
 
@@ -7,33 +8,35 @@ import argparse
 import os
 import sys
 
-from .core.cli import UsageError, print_json  # noqa: F401 - print_json: the name system CLIs used to import here
+from .core.cli import (  # noqa: F401 - names system CLIs imported from here
+    UsageError,
+    add_json_option,
+    add_system_commands,
+    deprecation_notes,
+    print_json,
+    raise_usage_errors,
+)
 from .core.errors import ImageReadError, WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .app.cli import add_commands as add_app_commands
+    from .batch.cli import add_commands as add_batch_commands
+    from .core.system import systems
     from .demo import add_demo_command
-    from .diffrate.cli import add_commands as add_diffrate_commands
-    from .engagement.cli import add_commands as add_engagement_commands
-    from .farsee.cli import add_commands as add_farsee_commands
-    from .mtcnn.cli import add_commands as add_mtcnn_commands
-    from .sicnn.cli import add_commands as add_sicnn_commands
 
     parser = argparse.ArgumentParser(prog="keen", description="keenvision: published vision methods, fast and tested.")
     parser.add_argument("--version", action="version", version=f"keenvision {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    add_mtcnn_commands(commands)
-    add_sicnn_commands(commands)
-    add_diffrate_commands(commands)
-    add_farsee_commands(commands)
-    add_engagement_commands(commands)
+    for system in systems():
+        add_system_commands(commands, system)
     add_demo_command(commands)
     add_app_commands(commands)
+    add_batch_commands(commands)
     models = commands.add_parser("models", help="the shipped weights: system, file, licence, recipe, measured metric")
-    models.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json_option(models)
     models.set_defaults(handler=run_models)
     return parser
 
@@ -41,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_models(args: argparse.Namespace) -> int:
     from .core.bench import format_table
     from .core.registry import shipped_models
+    from .core.system import systems
 
-    entries = shipped_models()
+    entries = [entry for system in systems() for entry in shipped_models(system.name)]
     rows = []
     for entry in entries:
         value = entry.metric["value"]
@@ -55,14 +59,23 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except (UsageError, ImageReadError, WeightsError, FileNotFoundError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"keen {args.command}: error: {message}", file=sys.stderr)
+        raise_usage_errors(args)
+        status = int(args.handler(args) or 0)
+        deprecation_notes(args)
+        return status
+    except (UsageError, ImageReadError, WeightsError, OSError, ValueError) as error:  # the user can fix these
+        print(f"keen {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("keen: interrupted", file=sys.stderr)

@@ -45,3 +45,42 @@ def test_load_recipe_merges_sections_dotted_keys_and_names_unknown_keys(tmp_path
     assert load_recipe(tmp_path / "empty_section.yaml", defaults)["model"] == {"width": 32, "depth": 4}
     with pytest.raises(ValueError, match="config key model takes a mapping of its keys"):
         load_recipe(None, defaults, {"model": 3})
+
+
+def test_typed_recipe_checks_every_key_by_its_type(tmp_path):
+    from dataclasses import dataclass, field
+
+    from keenvision.core.recipe import Section, typed_recipe
+
+    @dataclass
+    class Model(Section):
+        width: int = 32
+        dilations: list[int] = field(default_factory=lambda: [6, 12])
+
+    @dataclass
+    class Recipe(Section):
+        lr: float = 0.1
+        loss: str = "ce"
+        resume: bool = False
+        limit: int | None = None
+        model: Model = field(default_factory=Model)
+
+    (tmp_path / "arm.yaml").write_text("lr: 1\nmodel.width: 64\n")
+    recipe = typed_recipe(Recipe, tmp_path / "arm.yaml", {"limit": 5})
+    assert recipe.lr == 1.0 and isinstance(recipe.lr, float) and recipe.model.width == 64 and recipe.limit == 5
+    assert recipe["model"]["dilations"] == [6, 12] and dict(**recipe["model"]) == {"width": 64, "dilations": [6, 12]}
+    assert recipe.as_dict() == {"lr": 1.0, "loss": "ce", "resume": False, "limit": 5,
+                                "model": {"width": 64, "dilations": [6, 12]}}
+    for overrides, message in (({"lr": "fast"}, r"recipe key lr: expected float, got 'fast' \(str\)"),
+                               ({"model": {"width": 1.5}}, "recipe key model.width: expected int"),
+                               ({"model": {"dilations": [6, "x"]}}, r"recipe key model.dilations\[1\]: expected int"),
+                               ({"resume": 1}, "recipe key resume: expected bool"),
+                               ({"limit": True}, "recipe key limit: expected int or null"),
+                               ({"lr_max": 1}, r"unknown config keys \['lr_max'\]")):
+        with pytest.raises(ValueError, match=message) as error:
+            typed_recipe(Recipe, None, overrides)
+        assert "\n" not in str(error.value)
+    recipe["model"] = {"width": 8, "dilations": []}  # set whole, checked like a recipe's
+    assert recipe.model == Model(8, [])
+    with pytest.raises(ValueError, match="recipe key loss"):
+        recipe["loss"] = 3

@@ -1,7 +1,7 @@
 import pytest
 
 from keenvision.diffrate import Schedule, published_schedule, schedule_gflops, vit_cost_config
-from keenvision.diffrate.baseline import uniform_merge_schedule, uniform_schedule
+from keenvision.diffrate.method.baseline import uniform_merge_schedule, uniform_schedule
 
 DEIT_S = vit_cost_config("deit_small_patch16_224")
 

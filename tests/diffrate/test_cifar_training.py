@@ -128,8 +128,8 @@ def test_training_can_start_from_an_export(data_dir, tmp_path, monkeypatch):
 
 
 def test_fine_tuning_trains_the_patched_model_and_exports_plain_weights(data_dir, tmp_path, monkeypatch):
-    from keenvision.diffrate.patch import is_patched
-    from keenvision.diffrate.schedule import Schedule
+    from keenvision.diffrate.method.patch import is_patched
+    from keenvision.diffrate.method.schedule import Schedule
 
     monkeypatch.setenv("KEEN_DATA", str(data_dir))
     schedule_file = tmp_path / "schedule.json"

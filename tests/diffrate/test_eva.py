@@ -11,7 +11,7 @@ import torch
 
 from keenvision.cli import main
 from keenvision.diffrate import Schedule, measured_gflops, patch, schedule_gflops, unpatch
-from keenvision.diffrate.baseline import uniform_schedule
+from keenvision.diffrate.method.baseline import uniform_schedule
 
 # small versions of each variant: 4 blocks on 64x64 images (16 patches of 16 pixels, or 4x4 of 14 for EVA-02)
 VARIANTS = {
@@ -123,7 +123,7 @@ def test_formula_matches_the_counted_flops(name):
 
 
 def test_swiglu_mlp_is_counted_as_it_is():
-    from keenvision.diffrate.flops import vit_cost_config
+    from keenvision.diffrate.method.flops import vit_cost_config
 
     model = tiny_eva("eva02_tiny_patch14_224", mlp_ratio=2.0)  # not the 8/3 that makes SwiGLU equal 8 C^2
     config = vit_cost_config(model)

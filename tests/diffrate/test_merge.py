@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from keenvision.diffrate.merge import (
+from keenvision.diffrate.method.merge import (
     class_attention_importance,
     gather_tokens,
     importance_order,

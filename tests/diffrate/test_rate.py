@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from keenvision.diffrate import Schedule, schedule_gflops
-from keenvision.diffrate.rate import (
+from keenvision.diffrate.search.rate import (
     DifferentiableRate,
     compression_loss,
     differentiable_gflops,

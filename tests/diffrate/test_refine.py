@@ -11,10 +11,9 @@ import pytest
 
 from keenvision.cli import main
 from keenvision.diffrate import Schedule, schedule_gflops
-from keenvision.diffrate.baseline import uniform_schedule
-from keenvision.diffrate.models import load_model
-from keenvision.diffrate.refine import DistillationObjective, load_images, refine_schedule
-from keenvision.diffrate.resolve import model_cost_config
+from keenvision.diffrate.method.baseline import uniform_schedule
+from keenvision.diffrate.models import load_model, model_cost_config
+from keenvision.diffrate.search.refine import DistillationObjective, load_images, refine_schedule
 
 TARGET = 0.1097  # -40% of the shipped CIFAR-10 ViT's 0.1829 GMACs
 

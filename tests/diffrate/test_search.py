@@ -189,7 +189,7 @@ def test_a_started_search_selects_its_start_and_keeps_a_gradient(make_vit, cifar
 
 
 def test_search_started_at_the_uniform_baseline_stays_there_without_learning(make_vit, data_dir):
-    from keenvision.diffrate.baseline import uniform_schedule
+    from keenvision.diffrate.method.baseline import uniform_schedule
 
     vit = make_vit()
     target = 0.6 * schedule_gflops(vit)

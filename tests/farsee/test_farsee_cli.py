@@ -15,7 +15,8 @@ from PIL import Image
 from keenvision.cli import main
 from keenvision.core.io import read_image
 from keenvision.core.weights import save_weights
-from keenvision.farsee.benchmark import BiSeNetV2Reference, counted_gflops, parameter_count
+from keenvision.farsee.benchmark import counted_gflops, parameter_count
+from keenvision.farsee.bisenetv2 import BiSeNetV2Reference
 from keenvision.farsee.data import CamVidDataset, read_label
 from keenvision.farsee.export import export_onnx, onnx_export_available, onnx_parity, onnx_runtime_available
 from keenvision.farsee.model import FarSeeNet, export_metadata, load_farsee

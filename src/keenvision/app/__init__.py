@@ -1,9 +1,9 @@
 """``keen app``: a local web app (Gradio) with a view per system; ``pip install 'keenvision[app]'``.
 
-`views` holds what each view computes (plain functions, no Gradio); `server` builds and launches the page; `cli`
-adds the command.
+Each system's view lives in its own ``<system>/app.py`` (declared in its ``system.py``); `server` builds the page
+from the declared views and launches it; `cli` adds the command.
 """
 
 from ..core.lazy import lazy_exports
 
-lazy_exports(__name__, {"build_app": ".server", "launch": ".server"})
+__getattr__, __dir__ = lazy_exports(__name__, {".server": ("build_app", "launch")})

@@ -1,9 +1,10 @@
-"""``keen app``: a local Gradio page with one tab per system on the shipped weights, offline.
+"""``keen app``: a local Gradio page with one tab per declared system (its `core.system.AppView`: the view lives in
+``<system>/app.py``) on the shipped weights, offline.
 
 Each tab's button is also an API endpoint (``api_name``: detect, hallucinate, segment, engagement, diffrate), so
 ``gradio_client.Client("http://127.0.0.1:7860/").predict(..., api_name="/detect")`` gives what the page shows.
 Uploads are taken as files of any type (not decoded or type-checked by Gradio), so a corrupt, empty or wrong one
-reaches our reader and comes back as one line in the page (`views.AppInputError` -> ``gr.Error``) instead of a
+reaches our reader and comes back as one line in the page (`core.uploads.AppInputError` -> ``gr.Error``) instead of a
 preprocessing traceback in the server's log.
 """
 
@@ -25,7 +26,7 @@ def _shown(view):
     import gradio as gr
 
     from ..core.errors import ImageReadError, WeightsError
-    from .views import AppInputError
+    from ..core.uploads import AppInputError
 
     @functools.wraps(view)
     def wrapped(*args):
@@ -44,77 +45,15 @@ def build_app():
     """The `gradio.Blocks` of ``keen app`` (not launched)."""
     import gradio as gr
 
-    from . import views
+    from ..core.system import reference, systems
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown("# keenvision\nFive published vision methods on their shipped weights, on this machine. Each "
                     "button is also an API endpoint (see *Use via API* below).")
-        with gr.Tab("MTCNN: faces"):
-            gr.Markdown("Face boxes, scores and 5 landmarks (Zhang et al. 2016, the authors' weights), and each "
-                        "face aligned to 112x112.")
-            with gr.Row():
-                with gr.Column():
-                    photo = gr.File(label="image", type="filepath")
-                    webcam = gr.Image(label="or a webcam frame", sources=["webcam"], type="numpy")
-                    run = gr.Button("Detect faces", variant="primary")
-                with gr.Column():
-                    annotated = gr.Image(label="detections", type="numpy", format="png")
-                    crops = gr.Gallery(label="aligned faces", columns=6, height="auto", format="png")
-            record = gr.JSON(label="JSON")
-            run.click(_shown(views.detect), [photo, webcam], [annotated, crops, record], api_name="detect")
-        with gr.Tab("SICNN: face hallucination"):
-            gr.Markdown("Each face aligned to 96x112, reduced to 12x14 and brought back x8: low resolution | "
-                        "bicubic | SICNN | the aligned photo.")
-            with gr.Row():
-                with gr.Column():
-                    face_photo = gr.File(label="photo with faces", type="filepath")
-                    run = gr.Button("Hallucinate", variant="primary")
-                strips = gr.Gallery(label="LR | bicubic | SICNN | photo", columns=1, height="auto", format="png")
-            record = gr.JSON(label="JSON")
-            run.click(_shown(views.hallucinate), [face_photo], [strips, record], api_name="hallucinate")
-        with gr.Tab("FarSee-Net: street segmentation"):
-            gr.Markdown("CamVid's 11 classes on an image or one frame of a video (FarSee-Net, ICRA 2020).")
-            with gr.Row():
-                with gr.Column():
-                    street = gr.File(label="image or video", type="filepath")
-                    second = gr.Number(label="video: frame at second", value=0, minimum=0)
-                    run = gr.Button("Segment", variant="primary")
-                with gr.Column():
-                    blended = gr.Image(label="overlay", type="numpy", format="png")
-                    speed = gr.Markdown()
-            shares = gr.Label(label="class shares", num_top_classes=11)
-            record = gr.JSON(label="JSON")
-            run.click(_shown(views.segment), [street, second], [blended, shares, speed, record], api_name="segment")
-        with gr.Tab("Engagement"):
-            gr.Markdown("Engagement intensity of a learner's video, per segment and for the video (EmotiW levels "
-                        "0, 0.33, 0.66, 1), from our face pipeline's gaze and head pose.")
-            with gr.Row():
-                with gr.Column():
-                    clip = gr.File(label="video (or an OpenFace CSV)", type="filepath")
-                    run = gr.Button("Score engagement", variant="primary")
-                with gr.Column():
-                    timeline = gr.Image(label="segment timeline", type="numpy", format="png")
-                    score = gr.Markdown()
-            record = gr.JSON(label="JSON")
-            run.click(_shown(views.engagement), [clip], [timeline, score, record], api_name="engagement")
-        with gr.Tab("DiffRate: ViT token compression"):
-            gr.Markdown("A timm ViT (random weights, or the shipped CIFAR-10 ViT) and a prune+merge schedule: "
-                        "FLOPs from the formula and throughput measured for both models in the same run.")
-            with gr.Row():
-                with gr.Column():
-                    model_name = gr.Dropdown(list(views.DIFFRATE_MODELS), value="cifar10-vit", allow_custom_value=True,
-                                             label="model (any timm ViT name)")
-                    schedule = gr.Dropdown(views.diffrate_schedules(), value="shipped:cifar10-vit/0.11",
-                                           label="schedule")
-                    target = gr.Number(label="FLOPs target for uniform (GFLOPs)", value=0.11)
-                    batch = gr.Slider(1, 64, value=1, step=1, label="batch")
-                    run = gr.Button("Measure", variant="primary")
-                with gr.Column():
-                    kept = gr.Image(label="tokens kept per block", type="numpy", format="png")
-                    summary = gr.Markdown()
-            record = gr.JSON(label="JSON")
-            run.click(_shown(views.diffrate), [model_name, schedule, target, batch], [kept, summary, record],
-                      api_name="diffrate")
+        for system in systems():
+            if system.app is not None:
+                with gr.Tab(system.app.tab):
+                    reference(system.app.build)(gr, _shown)
     return app
 
 
@@ -138,7 +77,7 @@ def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, block: bool = Tru
     """Start the app on ``host:port``; returns the running `gradio.Blocks` (with ``block=False``, at once)."""
     import gradio as gr
 
-    from .views import MAX_UPLOAD
+    from ..core.uploads import MAX_UPLOAD
 
     check_port(host, port)
     app = build_app()

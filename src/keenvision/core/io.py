@@ -185,6 +185,16 @@ def input_frames(paths: list[str | Path], video_step: int = 1, max_pixels: int |
         yield InputFrame(path, None, read.pixels, scale=read.scale)
 
 
+def input_record(path: str | Path, frame: int | None, error: str | None) -> dict:
+    """The start of every per-input JSON record: the input's path, its video frame and its error, where set."""
+    record: dict = {"path": str(path)}
+    if frame is not None:
+        record["frame"] = frame
+    if error is not None:
+        record["error"] = error
+    return record
+
+
 def batched(items: Iterator, size: int) -> Iterator[list]:
     """Consecutive lists of ``size`` items (the last may be shorter)."""
     batch = []

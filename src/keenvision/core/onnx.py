@@ -41,7 +41,7 @@ def export_to_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_n
         temporary = Path(folder) / "model.onnx"
         torch.onnx.export(module, (example,), str(temporary), dynamo=True, opset_version=opset,
                           input_names=[input_name], output_names=output_names,
-                          dynamic_shapes={input_name: dynamic_axes}, verbose=False)
+                          dynamic_shapes=(dynamic_axes,), verbose=False)  # by position: forward()s name it freely
         proto = onnx.load(str(temporary))  # loads any external weight files too: the result is one file
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 
 def progress_bar(iterable: Iterable | None = None, *, desc: str, unit: str = "it", total: float | None = None,
@@ -22,3 +23,19 @@ def progress_bar(iterable: Iterable | None = None, *, desc: str, unit: str = "it
     disable = True if not enabled or mode == "0" else False if mode == "1" else None  # None: terminals only
     return tqdm(iterable, desc=desc, unit=unit, total=total, file=sys.stderr, disable=disable, dynamic_ncols=True,
                 **options)
+
+
+@contextmanager
+def progress_callback(*, desc: str, unit: str = "it", enabled: bool = True):
+    """A `progress_bar` driven by a ``(done, total)`` callback, for APIs that report progress by calling back
+    (e.g. `keenvision.sicnn.prepare_faces`); the bar is closed on leaving."""
+    bar = progress_bar(desc=desc, unit=unit, enabled=enabled)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()

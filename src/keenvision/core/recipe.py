@@ -3,11 +3,18 @@
 A recipe may name ``base: other.yaml`` (relative to its own folder): the base is read first and the recipe's keys
 are laid over it, so an ablation arm states only what it changes. Nested dicts are left for the caller to merge
 (each system knows which of its keys are sections).
+
+Typed recipes (`typed_recipe`): a recipe declared as dataclasses, one per section (`Section`), is read the same way
+and then checked from its field types; an unknown key or a wrong type is one line naming it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -89,3 +96,130 @@ def load_recipe(path: str | Path | None, defaults: dict, overrides: dict | None 
         raise ValueError(f"unknown config keys {sorted(set(unknown))}; valid: "
                          f"{', '.join(sorted(set(defaults) | sections))}")
     return config
+
+
+# --- typed recipes ------------------------------------------------------------------------------------------------
+
+class Section:
+    """Base of a typed recipe section: a dataclass whose field types are the checks (`typed_recipe`). It also reads
+    like the mapping recipes were (``config["lr"]``, ``config.get("schedule")``, ``**config["model"]``), so code
+    and tests written against dict recipes keep working while new code reads attributes; ``as_dict()`` is the
+    plain form (checkpoint hyperparameters, YAML, JSON). Cross-field checks go in ``__post_init__``."""
+
+    def __getitem__(self, key: str):
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value) -> None:
+        if key not in self:
+            raise KeyError(f"unknown recipe key {key!r}")
+        setattr(self, key, check_value(value, typing.get_type_hints(type(self))[key], key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.keys()
+
+    def keys(self) -> list[str]:
+        return [item.name for item in dataclasses.fields(self)]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self else default
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def recipe_defaults(recipe_class: type[Section]) -> dict:
+    """The defaults of a typed recipe as the nested dict `load_recipe` merges over."""
+    return dataclasses.asdict(recipe_class())
+
+
+def _describe(annotation) -> str:
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " or ".join(repr(argument) for argument in arguments)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(argument) for argument in arguments)
+    if annotation is type(None):
+        return "null"
+    if dataclasses.is_dataclass(annotation):
+        return "a mapping of its keys"
+    return getattr(annotation, "__name__", str(annotation)) if origin is None else str(annotation)
+
+
+def check_value(value, annotation, key: str):
+    """``value`` checked against the type ``annotation`` (and converted where YAML is loose: an int where a float
+    is asked for, a list where a tuple is); ValueError naming ``key``, the expected type and the value otherwise."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+
+    def wrong() -> ValueError:
+        return ValueError(f"recipe key {key}: expected {_describe(annotation)}, got {value!r} "
+                          f"({type(value).__name__})")
+
+    if annotation is typing.Any:
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for argument in arguments:
+            try:
+                return check_value(value, argument, key)
+            except ValueError:
+                continue
+        raise wrong()
+    if origin is typing.Literal:
+        if value in arguments:
+            return value
+        raise wrong()
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise wrong()
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise wrong()
+        return build_section(annotation, value, f"{key}.")
+    if origin in (list, tuple) or annotation in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise wrong()
+        item = arguments[0] if arguments else typing.Any
+        items = [check_value(element, item, f"{key}[{index}]") for index, element in enumerate(value)]
+        return tuple(items) if (origin or annotation) is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise wrong()
+        item = arguments[1] if len(arguments) == 2 else typing.Any
+        return {name: check_value(element, item, f"{key}.{name}") for name, element in value.items()}
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise wrong()
+    if annotation is int or annotation is bool or annotation is str:
+        # bool is an int in Python: an int key takes no true/false, a bool key no 0/1
+        if isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool)):
+            return value
+        raise wrong()
+    raise TypeError(f"recipe key {key}: the type {annotation!r} is not one typed recipes check")
+
+
+def build_section(section_class: type[Section], values: Mapping, where: str = "") -> Section:
+    """``section_class`` from ``values`` (every field checked by its type, nested sections built); the keys must be
+    the fields (`load_recipe` has already named unknown ones)."""
+    hints = typing.get_type_hints(section_class)
+    unknown = sorted(set(values) - {item.name for item in dataclasses.fields(section_class)})
+    if unknown:
+        raise ValueError(f"unknown config keys {[where + key for key in unknown]}")
+    checked = {item.name: check_value(values[item.name], hints[item.name], where + item.name)
+               for item in dataclasses.fields(section_class) if item.name in values}
+    return section_class(**checked)
+
+
+def typed_recipe(recipe_class: type[Section], path: str | Path | None, overrides: dict | None = None,
+                 replace: tuple[str, ...] = ()) -> Section:
+    """`load_recipe` with a typed recipe: its defaults come from ``recipe_class`` (a `Section` dataclass whose
+    fields may be sections), the merged result is checked field by field against the types, and returned as a
+    ``recipe_class``. An unknown key or a value of the wrong type is a one-line ValueError naming the key."""
+    return build_section(recipe_class, load_recipe(path, recipe_defaults(recipe_class), overrides, replace))

@@ -151,16 +151,24 @@ class StepProgress(L.Callback):
             self.bar = None
 
 
-def build_trainer(config: dict, run_dir: str | Path, checkpoint_every: int, **options) -> L.Trainer:
-    """The Lightning Trainer every recipe uses: ``max_steps``, accelerator, devices, nodes and precision
-    (`resolve_precision`) from the recipe, our `checkpoint_callbacks` (and none of Lightning's own), a CSV logger in
-    ``<run_dir>/logs``, our `StepProgress` bar on stderr instead of Lightning's, no summary or sanity validation;
-    ``options`` add or override Trainer arguments (validation interval, logging interval, ...)."""
-    arguments = dict(max_steps=config["max_steps"], accelerator=config["accelerator"], devices=config["devices"],
-                     num_nodes=config.get("num_nodes", 1), precision=resolve_precision(config),
-                     callbacks=[*checkpoint_callbacks(run_dir, checkpoint_every), StepProgress()],
-                     enable_checkpointing=False,
-                     default_root_dir=run_dir, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"),
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+def build_trainer(config, run_dir: str | Path | None, checkpoint_every: int = 0, progress: bool = True,
+                  **options) -> L.Trainer:
+    """The one place a Lightning Trainer is built: ``max_steps`` (None: unbounded, e.g. a fit by epochs),
+    accelerator, devices, nodes and precision (`resolve_precision`) from the recipe (a dict or a typed recipe), our
+    `StepProgress` bar on stderr (``progress``) instead of Lightning's, no summary or sanity validation.
+
+    With a ``run_dir``: our `checkpoint_callbacks` (and none of Lightning's own) and a CSV logger in
+    ``<run_dir>/logs``. With None: a fit that leaves no files (DiffRate's search, the engagement ensemble's
+    seconds-long models). ``options`` add or override Trainer arguments (epochs, validation interval, ...)."""
+    max_steps = config["max_steps"] if "max_steps" in config else None
+    arguments = dict(max_steps=-1 if max_steps is None else int(max_steps), accelerator=config["accelerator"],
+                     devices=config["devices"] if "devices" in config else 1,
+                     num_nodes=config["num_nodes"] if "num_nodes" in config else 1,
+                     precision=resolve_precision(config), callbacks=[StepProgress()] if progress else [],
+                     enable_checkpointing=False, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0)
+    if run_dir is not None:
+        arguments.update(callbacks=[*checkpoint_callbacks(run_dir, checkpoint_every), *arguments["callbacks"]],
+                         default_root_dir=run_dir, logger=L.pytorch.loggers.CSVLogger(run_dir, name="logs"))
     arguments.update(options)
     return L.Trainer(**arguments)

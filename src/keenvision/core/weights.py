@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -71,17 +72,22 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         raise WeightsError(f"{source} does not fit {type(module).__name__}: {detail}") from None
 
 
-def resolve_weights(name_or_path: str | Path, shipped: Mapping[str, str], what: str, how_to_train: str) -> Path:
+def resolve_weights(name_or_path: str | Path, shipped: Mapping[str, str] | str, what: str, how_to_train: str) -> Path:
     """The file behind a model argument: a shipped name (a key of `shipped`, checked against its checksum) or the
-    path of a ``.safetensors`` export. One-line errors: a shipped file not in this install says `how_to_train`;
-    an export path that does not exist; anything else names the shipped choices.
+    path of a ``.safetensors`` export (or of any existing file, which the reader then checks). One-line errors: a
+    shipped file not in this install says `how_to_train`; an export path that does not exist; anything else names
+    the shipped choices.
 
     Args:
         name_or_path: e.g. ``"farsee-camvid"`` or ``"runs/x/model.safetensors"``.
-        shipped: shipped name -> file name in ``keenvision/weights/``.
+        shipped: shipped name -> file name in ``keenvision/weights/``, or a system's name (its registry entries).
         what: the model family for messages (e.g. ``"FarSee-Net"``).
         how_to_train: the command that makes the missing shipped file.
     """
+    if isinstance(shipped, str):
+        from .registry import shipped_files
+
+        shipped = shipped_files(shipped)
     name = str(name_or_path)
     if name in shipped:
         filename = shipped[name]
@@ -89,12 +95,41 @@ def resolve_weights(name_or_path: str | Path, shipped: Mapping[str, str], what: 
             raise FileNotFoundError(f"{name}: the shipped weights {filename} are not in this install (train them with "
                                     f"{how_to_train} or give a .safetensors export)")
         return packaged_weights(filename)
-    if name.endswith(".safetensors"):
-        path = Path(name)
+    path = Path(name)
+    if name.endswith(".safetensors") or path.is_file():  # an existing file of another name is read, and checked
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such weights file")
         return path
     raise ValueError(f"unknown {what} model {name!r}: give a .safetensors export or one of {sorted(shipped)}")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file found and checked by `open_weights`: its path and its safetensors metadata."""
+
+    path: Path
+    metadata: dict[str, str]
+
+    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The tensors (`load_weights`), with ``prefix`` only those under it, prefix removed."""
+        return load_weights(self.path, prefix)
+
+
+def open_weights(name_or_path: str | Path, system: str, what: str, how_to_train: str, format: str | None = None,
+                 required: tuple[str, ...] = ()) -> ResolvedWeights:
+    """The one resolver behind every system's ``load``: a shipped name of ``system`` (its registry entry, file
+    checked against its SHA-256) or the path of a ``.safetensors`` export (`resolve_weights`), then its metadata
+    read and checked: ``format`` the value of its ``format`` key, ``required`` keys it must have. One-line errors
+    name the file."""
+    path = resolve_weights(name_or_path, system, what, how_to_train)
+    metadata = read_metadata(path)
+    if format is not None and metadata.get("format") != format:
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise WeightsError(f"{path} is not {article} {what} export (no {format} metadata)")
+    missing = [key for key in required if key not in metadata]
+    if missing:
+        raise WeightsError(f"{path} lacks the {', '.join(missing)} metadata of a {what} export")
+    return ResolvedWeights(path, metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

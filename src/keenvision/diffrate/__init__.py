@@ -12,49 +12,14 @@ Public API:
 from ..core.lazy import lazy_exports
 
 # imported on first use: `keen --help` and the CLI modules must not pay for torch
-_EXPORTS = {
-    "ViTCostConfig": ".flops",
-    "measured_gflops": ".flops",
-    "schedule_gflops": ".flops",
-    "schedule_macs": ".flops",
-    "vit_cost_config": ".flops",
-    "patch_assignment": ".merge",
-    "is_patched": ".patch",
-    "patch": ".patch",
-    "unpatch": ".patch",
-    "DifferentiableRate": ".rate",
-    "compression_loss": ".rate",
-    "differentiable_gflops": ".rate",
-    "masked_softmax": ".rate",
-    "schedule_from_rates": ".rate",
-    "ste_ceil": ".rate",
-    "ste_min": ".rate",
-    "Schedule": ".schedule",
-    "published_schedule": ".schedule",
-    "published_schedules": ".schedule",
-    "shipped_schedule": ".schedule",
+_EXPORTS = {  # submodule: the public names it defines
+    ".method.flops": ("ViTCostConfig", "measured_gflops", "schedule_gflops", "schedule_macs", "vit_cost_config"),
+    ".method.merge": ("patch_assignment",),
+    ".method.patch": ("is_patched", "patch", "unpatch"),
+    ".search.rate": ("DifferentiableRate", "compression_loss", "differentiable_gflops", "masked_softmax",
+                     "schedule_from_rates", "ste_ceil", "ste_min"),
+    ".method.schedule": ("Schedule", "published_schedule", "published_schedules", "shipped_schedule"),
 }
-lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "DifferentiableRate",
-    "Schedule",
-    "ViTCostConfig",
-    "compression_loss",
-    "differentiable_gflops",
-    "is_patched",
-    "masked_softmax",
-    "measured_gflops",
-    "patch",
-    "patch_assignment",
-    "published_schedule",
-    "published_schedules",
-    "shipped_schedule",
-    "schedule_from_rates",
-    "schedule_gflops",
-    "schedule_macs",
-    "ste_ceil",
-    "ste_min",
-    "unpatch",
-    "vit_cost_config",
-]
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from ..core.bench import measure
-from .flops import schedule_gflops
-from .patch import is_patched, patch, unpatch
-from .schedule import Schedule
+from .method.flops import schedule_gflops
+from .method.patch import is_patched, patch, unpatch
+from .method.schedule import Schedule
 
 
 def resolve_dtype(half: bool, device: str | torch.device) -> torch.dtype:

@@ -19,6 +19,10 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm")
+# the class folders of the shared CIFAR-10 (sorted, so the labels of `ImageClassificationData` are CIFAR-10's own)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# per-channel statistics of the CIFAR-10 training set (0..1 scale)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class Preprocessing:
 class ImageClassificationData(Dataset):
     """``(image [3, size, size], label)`` pairs from ``root`` in any of the layouts above."""
 
-    def __init__(self, root: str | Path, split: str, preprocessing: Preprocessing, limit_per_class: int | None = None):
+    def __init__(self, root: str | Path, split: str, preprocessing: Preprocessing | None,
+                 limit_per_class: int | None = None):
         self.root, self.split, self.preprocessing = Path(root), split, preprocessing
         self._zip_path: Path | None = None
         self._zip: zipfile.ZipFile | None = None
@@ -99,16 +104,45 @@ class ImageClassificationData(Dataset):
             return Image.open(io.BytesIO(self._zip.read(entry)))
         return Image.open(self._folder / entry)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        entry, label = self.samples[item]
+    def image(self, item: int) -> Image.Image:
+        """The decoded image of sample ``item``, before preprocessing."""
+        entry = self.samples[item][0]
         try:
             image = self._read(entry)
             image.load()
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"{entry}: not a readable image ({type(error).__name__})") from None
-        return self.preprocessing(image), label
+        return image
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+        return self.preprocessing(self.image(item)), self.samples[item][1]
 
     def __getstate__(self):  # zip handles do not cross process boundaries
         state = dict(self.__dict__)
         state["_zip"] = None
         return state
+
+
+def load_cifar10(split: str, cache_dir: str | Path, root: str | Path | None = None,
+                 images_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 ``split`` ("train" or "test") as uint8 images ``[N, 32, 32, 3]`` and int64 labels ``[N]``, read by
+    `ImageClassificationData` from ``<root>/cifar10`` (default root: the shared data) once and cached as .npz;
+    ``images_per_class`` keeps the first so many of each class (quick runs and tests)."""
+    from ..core.data import data_root
+
+    suffix = f"_{images_per_class}" if images_per_class else ""
+    cache = Path(cache_dir) / f"cifar10_{split}{suffix}.npz"
+    if cache.is_file():
+        with np.load(cache) as stored:
+            return stored["images"], stored["labels"]
+    folder = Path(root or data_root()) / "cifar10"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} not found (set KEEN_DATA to the shared data folder)")
+    dataset = ImageClassificationData(folder, split, None, limit_per_class=images_per_class)
+    if tuple(dataset.classes) != CIFAR10_CLASSES:
+        raise ValueError(f"{folder}: classes {dataset.classes} are not CIFAR-10's")
+    images = np.stack([np.asarray(dataset.image(index).convert("RGB")) for index in range(len(dataset))])
+    labels = np.asarray([label for _, label in dataset.samples], np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, images=images, labels=labels)
+    return images, labels

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from ..core.data import data_root
 from ..core.report import Section
-from .baseline import uniform_schedule
 from .benchmark import throughput
 from .evaluate import evaluate_top1
-from .flops import schedule_gflops
+from .method.baseline import uniform_schedule
+from .method.flops import schedule_gflops
+from .method.schedule import SHIPPED_SCHEDULES_FILE, Schedule, shipped_schedule
 from .models import load_model
 from .plot import plot_kept_tokens
-from .schedule import SHIPPED_SCHEDULES_FILE, Schedule, shipped_schedule
 
 DEMO_MODEL = "cifar10-vit"
 DEMO_SCHEDULE = "0.11"  # key in shipped_schedules.json: the search (+ refine) at -40% FLOPs

@@ -15,9 +15,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..core.progress import progress_bar
 from .data import ImageClassificationData, Preprocessing
-from .flops import schedule_gflops
-from .patch import is_patched, patch, unpatch
-from .schedule import Schedule
+from .method.flops import schedule_gflops
+from .method.patch import is_patched, patch, unpatch
+from .method.schedule import Schedule
 
 
 def _patch_options(model: torch.nn.Module) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from ..core.io import write_atomic
-from .schedule import Schedule
+from .method.schedule import Schedule
 
 
 def plot_kept_tokens(schedule: Schedule, tokens: int, path: str | Path, title: str | None = None) -> Path:

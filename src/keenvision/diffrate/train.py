@@ -7,9 +7,7 @@ interrupted CPU run continues where it stopped); the final weights are written a
 
 from __future__ import annotations
 
-import argparse
-import io
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -17,31 +15,59 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.data import data_root
-from ..core.recipe import load_recipe
+from ..core.recipe import Section, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
-from ..core.weights import load_into, load_weights, packaged_weights, save_weights
+from ..core.weights import load_into, open_weights, save_weights
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: F401 - CIFAR10_CLASSES: public here too
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-# per-channel statistics of the CIFAR-10 training set (0..1 scale)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
-DEFAULT_CONFIG = {
-    "run_dir": "runs/diffrate/cifar10_vit", "cache_dir": "runs/diffrate/cache", "seed": 0,
-    "model": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 4.0,
-              "num_classes": 10, "drop_path_rate": 0.1},
-    "batch_size": 128, "lr": 1.0e-3, "weight_decay": 0.05, "warmup_steps": 500, "max_steps": 6000,
-    "label_smoothing": 0.1, "checkpoint_every": 500, "val_every": 2000, "num_threads": 2, "precision": "32-true",
-    "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False, "images_per_class": None,
-    "init_weights": None,  # a safetensors export (e.g. the shipped one, "shipped") to continue from, fresh optimiser
+@dataclass
+class VitArchitecture(Section):
+    """The timm VisionTransformer's arguments (no class token changes, no pretrained weights)."""
+
+    img_size: int = 32
+    patch_size: int = 4
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    num_classes: int = 10
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class CifarVitRecipe(Section):
+    """The CIFAR-10 ViT recipe (configs/diffrate/cifar10_vit.yaml), typed: `load_config` checks every key."""
+
+    run_dir: str = "runs/diffrate/cifar10_vit"
+    cache_dir: str = "runs/diffrate/cache"
+    seed: int = 0
+    model: VitArchitecture = field(default_factory=VitArchitecture)
+    batch_size: int = 128
+    lr: float = 1.0e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 500
+    max_steps: int = 6000
+    label_smoothing: float = 0.1
+    checkpoint_every: int = 500
+    val_every: int = 2000
+    num_threads: int = 2
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    resume: bool = False
+    images_per_class: int | None = None
+    init_weights: str | None = None  # a safetensors export (or "shipped") to continue from, fresh optimiser
     # Fine-tuning with a fixed DiffRate schedule (the public recipe: lr 2e-5 x batch/512, drop-path 0.1): the model
     # trains patched, with real token removal; the export holds plain ViT weights (patching leaves the state_dict).
-    "schedule": None,  # a schedule file, published:... or shipped:... (see keenvision.diffrate.resolve)
-    "lr_reference_batch": None,  # set (e.g. 512): the lr used is lr * batch_size / lr_reference_batch
-}
+    schedule: str | None = None  # a schedule file, published:... or shipped:... (see models.load_schedule)
+    lr_reference_batch: int | None = None  # set (e.g. 512): the lr used is lr * batch_size / lr_reference_batch
+
+
+DEFAULT_CONFIG = recipe_defaults(CifarVitRecipe)
 
 
 def build_vit(config: dict) -> torch.nn.Module:
@@ -49,35 +75,6 @@ def build_vit(config: dict) -> torch.nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(**config)
-
-
-def load_cifar10(split: str, cache_dir: str | Path, root: str | Path | None = None,
-                 images_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 ``split`` ("train" or "test") as uint8 images ``[N, 32, 32, 3]`` and int64 labels ``[N]``, decoded
-    once from ``<root>/cifar10/<split>.zip`` (JPEG files ``<split>/<class>/<n>.jpg``) and cached as .npz;
-    ``images_per_class`` keeps the first so many of each class (quick runs and tests)."""
-    suffix = f"_{images_per_class}" if images_per_class else ""
-    cache = Path(cache_dir) / f"cifar10_{split}{suffix}.npz"
-    if cache.is_file():
-        with np.load(cache) as stored:
-            return stored["images"], stored["labels"]
-    archive = Path(root or data_root()) / "cifar10" / f"{split}.zip"
-    if not archive.is_file():
-        raise FileNotFoundError(f"{archive} not found (set KEEN_DATA to the shared data folder)")
-    images, labels = [], []
-    per_class: dict[int, int] = {}
-    with zipfile.ZipFile(archive) as bundle:
-        for name in sorted(n for n in bundle.namelist() if n.lower().endswith((".jpg", ".png"))):
-            label = CIFAR10_CLASSES.index(Path(name).parent.name)
-            per_class[label] = per_class.get(label, 0) + 1
-            if images_per_class and per_class[label] > images_per_class:
-                continue
-            images.append(np.asarray(Image.open(io.BytesIO(bundle.read(name))).convert("RGB")))
-            labels.append(label)
-    images, labels = np.stack(images), np.asarray(labels, np.int64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, images=images, labels=labels)
-    return images, labels
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -108,14 +105,15 @@ class ArrayDataset(Dataset):
 class CifarClassifier(L.LightningModule):
     """The ViT with label-smoothed cross-entropy, AdamW, linear warm-up then cosine decay."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: CifarVitRecipe | dict):
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        # plain types in the checkpoint: it is read back with weights_only loading
+        self.save_hyperparameters({"config": config.as_dict() if isinstance(config, Section) else config})
         self.config = config
         self.model = build_vit(config["model"])
         if config.get("schedule"):
-            from .patch import patch
-            from .resolve import load_schedule
+            from .method.patch import patch
+            from .models import load_schedule
 
             patch(self.model, load_schedule(str(config["schedule"]), self.model))
 
@@ -155,33 +153,32 @@ class CifarClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    return load_recipe(path, DEFAULT_CONFIG, overrides)
+def load_config(path: str | Path | None, overrides: dict | None = None) -> CifarVitRecipe:
+    """The recipe: `CifarVitRecipe`'s defaults <- the YAML ``path`` <- ``overrides``, every key type-checked."""
+    return typed_recipe(CifarVitRecipe, path, overrides)
 
 
 def train_cifar_vit(config_path: str | Path | None, overrides: dict | None = None) -> Path:
     """Train (or resume) and write ``<run_dir>/cifar10_vit.safetensors`` (fp16); returns its path."""
     config = load_config(config_path, overrides)
-    torch.set_num_threads(config["num_threads"])
-    L.seed_everything(config["seed"], workers=True)
-    run_dir = Path(config["run_dir"])
-    subset = config["images_per_class"]
-    train = ArrayDataset(*load_cifar10("train", config["cache_dir"], images_per_class=subset), augment=True)
-    test = ArrayDataset(*load_cifar10("test", config["cache_dir"], images_per_class=subset), augment=False)
+    torch.set_num_threads(config.num_threads)
+    L.seed_everything(config.seed, workers=True)
+    run_dir = Path(config.run_dir)
+    subset = config.images_per_class
+    train = ArrayDataset(*load_cifar10("train", config.cache_dir, images_per_class=subset), augment=True)
+    test = ArrayDataset(*load_cifar10("test", config.cache_dir, images_per_class=subset), augment=False)
     module = CifarClassifier(config)
-    if config["init_weights"]:
-        from .models import SHIPPED
-
-        source = config["init_weights"]
-        source = packaged_weights(SHIPPED["cifar10-vit"]) if source == "shipped" else source
-        load_into(module.model, load_weights(source), str(source))
-    trainer = build_trainer(config, run_dir, config["checkpoint_every"], val_check_interval=config["val_every"],
+    if config.init_weights:
+        source = "cifar10-vit" if config.init_weights == "shipped" else config.init_weights
+        weights = open_weights(source, "diffrate", "DiffRate ViT", "this recipe")
+        load_into(module.model, weights.state(), str(weights.path))
+    trainer = build_trainer(config, run_dir, config.checkpoint_every, val_check_interval=config.val_every,
                             check_val_every_n_epoch=None, log_every_n_steps=50, num_sanity_val_steps=2)
-    resume_from = resume_checkpoint(run_dir) if config["resume"] else None
-    trainer.fit(module, DataLoader(train, batch_size=config["batch_size"], shuffle=True, drop_last=True),
+    resume_from = resume_checkpoint(run_dir) if config.resume else None
+    trainer.fit(module, DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=True),
                 DataLoader(test, batch_size=500), ckpt_path=str(resume_from) if resume_from else None,
                 weights_only=True)
-    return export_vit(module.model, config["model"], run_dir / "cifar10_vit.safetensors", trainer.global_step)
+    return export_vit(module.model, config.model.as_dict(), run_dir / "cifar10_vit.safetensors", trainer.global_step)
 
 
 def export_vit(model: torch.nn.Module, architecture: dict, out: str | Path, global_step: int) -> Path:
@@ -199,15 +196,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     return export_vit(model, hyper["config"]["model"], out, global_step)
 
 
-def main() -> None:
-    from ..core.cli import train_module_main
-
-    def add_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--schedule", help="fine-tune with this fixed DiffRate schedule (file, published:, ...)")
-
-    train_module_main(__doc__.splitlines()[0], "configs/diffrate/cifar10_vit.yaml", train_cifar_vit, export_checkpoint,
-                      add_options, lambda args: {"schedule": args.schedule} if args.schedule else {})
-
-
 if __name__ == "__main__":
-    main()
+    from ..core.cli import train_main
+
+    train_main("diffrate")

@@ -14,61 +14,18 @@ Public API:
                                                 -- per-frame signals and per-segment features
 """
 
-from pathlib import Path
-
 from ..core.lazy import lazy_exports
 
 # imported on first use: `keen --help` and the CLI modules must not pay for torch
-_EXPORTS = {
-    "FeatureLayout": ".data",
-    "evaluate_predictions": ".data",
-    "intensity_level": ".data",
-    "load_features": ".data",
-    "EngagementEnsemble": ".ensemble",
-    "load_engagement": ".ensemble",
-    "engagement_loss": ".losses",
-    "rank_loss": ".losses",
-    "MILEngagementRegressor": ".model",
-    "openface_csv_features": ".openface",
-    "read_openface_csv": ".openface",
-    "read_openpose": ".openface",
-    "EngagementPrediction": ".predict",
-    "plot_timeline": ".predict",
-    "predict_csv": ".predict",
-    "predict_file": ".predict",
-    "predict_video": ".predict",
-    "track_face": ".video",
-    "video_segment_features": ".video",
+_EXPORTS = {  # submodule: the public names it defines
+    ".data": ("FeatureLayout", "evaluate_predictions", "intensity_level", "load_features"),
+    ".ensemble": ("EngagementEnsemble", "load_engagement"),
+    ".losses": ("engagement_loss", "rank_loss"),
+    ".model": ("MILEngagementRegressor",),
+    ".openface": ("openface_csv_features", "read_openface_csv", "read_openpose"),
+    ".predict": ("EngagementPrediction", "plot_timeline", "predict_csv", "predict_file", "predict_video"),
+    ".video": ("track_face", "video_segment_features"),
+    ".train": ("train_engagement",),
 }
-lazy_exports(__name__, _EXPORTS)
-
-
-def train_engagement(config_path: str | Path | None, overrides: dict | None = None) -> Path:
-    """See `keenvision.engagement.train.train_engagement` (imported lazily: Lightning is slow to import)."""
-    from .train import train_engagement as train
-
-    return train(config_path, overrides)
-
-
-__all__ = [
-    "EngagementEnsemble",
-    "EngagementPrediction",
-    "FeatureLayout",
-    "MILEngagementRegressor",
-    "engagement_loss",
-    "evaluate_predictions",
-    "intensity_level",
-    "load_engagement",
-    "load_features",
-    "openface_csv_features",
-    "plot_timeline",
-    "predict_csv",
-    "predict_file",
-    "predict_video",
-    "rank_loss",
-    "read_openface_csv",
-    "read_openpose",
-    "track_face",
-    "train_engagement",
-    "video_segment_features",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

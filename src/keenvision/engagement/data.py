@@ -184,3 +184,30 @@ def learner_groups(face_features: np.ndarray, threshold: float = LEARNER_SIMILAR
 
     _, groups = connected_components((means @ means.T) > threshold, directed=False)
     return groups.astype(np.int64)
+
+
+def save_features(path: str | Path, results: list, sources: list[str | Path], n_segments: int,
+                  overlap: float) -> tuple[int, int, int]:
+    """Write per-segment features of several inputs (`features.SegmentFeatures` of one feature set) as the NPZ
+    `load_features` reads: ``features [N, S, D]``, ``feature_set``, ``names``, ``paths``, ``presence [N, S]``,
+    ``segment_frames [N, S, 2]``, ``fps [N]`` and a description; written atomically. Returns the features' shape."""
+    import io
+
+    from ..core.io import write_atomic
+
+    first = results[0]
+    arrays = {
+        "features": np.stack([result.features for result in results]).astype(np.float32),
+        "feature_set": np.array(first.feature_set), "names": np.array(first.names),
+        "paths": np.array([str(source) for source in sources]),
+        "presence": np.stack([result.presence for result in results]),
+        "segment_frames": np.stack([result.segmentation.bounds for result in results]),
+        "fps": np.array([result.fps for result in results], np.float64),
+        "description": np.array(f"keenvision engagement features: {first.feature_set}, {n_segments} segments "
+                                f"(overlap {overlap}); per input notes: "
+                                + " | ".join("; ".join(result.notes) for result in results)),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+    return arrays["features"].shape

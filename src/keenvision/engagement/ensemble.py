@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..core.registry import shipped_files
-from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights, save_weights
+from ..core.weights import load_into, open_weights, save_weights
 from .baseline import RidgeEngagement
 from .data import FeatureLayout, FeatureStandardiser
 from .model import MILEngagementRegressor
@@ -103,12 +103,9 @@ class EngagementEnsemble:
 def load_engagement(name_or_path: str | Path = "engagement-openface-15") -> EngagementEnsemble:
     """An `EngagementEnsemble` from a shipped name (``"engagement-openface-15"``, ``"engagement-openface-21"``) or
     the path of a ``.safetensors`` export of `keenvision.engagement.train`."""
-    path = resolve_weights(name_or_path, SHIPPED, "engagement",
-                           "`python -m keenvision.engagement.train --config configs/engagement/openface_15seg.yaml`")
-    metadata = read_metadata(path)
-    if metadata.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not an engagement export (no {FORMAT} metadata)")
-    state = load_weights(path)
+    weights = open_weights(name_or_path, "engagement", "engagement",
+                           "`keen engagement train --config configs/engagement/openface_15seg.yaml`", format=FORMAT)
+    path, metadata, state = weights.path, weights.metadata, weights.state()
     architecture = json.loads(metadata["architecture"])
     models = []
     for index in range(int(metadata["models"])):
@@ -129,3 +126,49 @@ def load_engagement(name_or_path: str | Path = "engagement-openface-15") -> Enga
     return EngagementEnsemble(models, standardiser, FeatureLayout.from_metadata(metadata),
                               {k: v for k, v in metadata.items() if k not in known}, ridge,
                               float(metadata.get("ridge_weight", 0.0)))
+
+
+def load(name_or_path: str | Path = "engagement-openface-15", device: str | None = None) -> EngagementEnsemble:
+    """The system contract's loader: `load_engagement`. The ensembles' models are small LSTMs that run on the CPU
+    (``device`` is accepted for the contract and not used)."""
+    return load_engagement(name_or_path)
+
+
+def shipped_for(layout: FeatureLayout) -> str:
+    """The shipped model of a features layout (``engagement-openface-15`` ...); ValueError when none ships."""
+    name = f"engagement-{layout.feature_set}-{layout.segments}"
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped model for {layout} features; give --weights (a .safetensors export)")
+    return name
+
+
+def evaluate_files(features: Sequence[str | Path], weights: Sequence[str | Path] | None = None,
+                   ) -> tuple[list[dict], dict[str, np.ndarray], np.ndarray]:
+    """Score an ensemble on each labelled features file (``weights[i]`` for ``features[i]``, default the shipped
+    model of the file's layout), its ridge member alone beside it, and with several files of the same videos their
+    fusion (the mean of the ensembles' predictions). Returns ``(rows, predictions by name, labels)``, a row being
+    `evaluate_predictions`' metrics with ``name``, ``features`` and ``layout``."""
+    from .data import evaluate_predictions, load_features
+
+    if weights and len(weights) != len(features):
+        raise ValueError(f"give one --weights per --features ({len(weights)} for {len(features)})")
+    rows, predictions, labels = [], {}, None
+    for index, path in enumerate(features):
+        data = load_features(path)
+        if labels is not None and (data.labels.shape != labels.shape or not np.allclose(data.labels, labels)):
+            raise ValueError(f"--features {path}: not the videos of {features[0]} (labels differ); fusion needs the "
+                             "same videos in the same order")
+        labels = data.labels
+        name = str(weights[index] if weights else shipped_for(data.layout))
+        ensemble = load_engagement(name)
+        predictions[name], _ = ensemble.predict(data.features, feature_set=data.layout.feature_set)
+        rows.append({"name": name, "features": str(path), "layout": str(data.layout),
+                     **evaluate_predictions(predictions[name], labels)})
+        if ensemble.ridge is not None:  # the simple baseline inside the ensemble, scored on its own beside it
+            rows.append({"name": f"{name}: ridge member alone", "features": str(path), "layout": str(data.layout),
+                         **evaluate_predictions(ensemble.ridge.predict(data.features), labels)})
+    if len(predictions) > 1:
+        predictions["fused"] = np.mean(list(predictions.values()), 0)
+        rows.append({"name": "fused (mean of the ensembles)", "features": None, "layout": None,
+                     **evaluate_predictions(predictions["fused"], labels)})
+    return rows, predictions, labels

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..core.data import data_root
 from ..core.progress import progress_bar
 from ..core.recipe import load_recipe
+from ..core.training import build_trainer
 from .baseline import fit_ridge
 from .data import (
     EngagementFeatures,
@@ -211,9 +212,8 @@ def fit_model(features: np.ndarray, labels: np.ndarray, config: dict, seed: int)
                             torch.from_numpy(np.asarray(labels, np.float32)))
     loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    trainer = L.Trainer(max_epochs=config["epochs"], accelerator=config["accelerator"], devices=1,
-                        precision=config["precision"], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    # seconds-long fits, many per run: one device, no files, no bar
+    trainer = build_trainer(config, None, progress=False, devices=1, max_epochs=config["epochs"])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
@@ -373,14 +373,7 @@ def train_engagement(config_path: str | Path | None, overrides: dict | None = No
     return out
 
 
-def main() -> None:
-    """``python -m keenvision.engagement.train ...`` is ``keen engagement train ...``."""
-    import sys
-
-    from ..cli import main as keen
-
-    sys.exit(keen(["engagement", "train", *sys.argv[1:]]))
-
-
 if __name__ == "__main__":
-    main()
+    from ..core.cli import train_main
+
+    train_main("engagement")

@@ -476,3 +476,22 @@ def video_segment_features(track: FaceTrack, n_segments: int = DEFAULT_SEGMENTS,
     features = np.concatenate([presence[:, None], statistics, gaze_deviation], axis=1).astype(np.float32)
     notes = [f"{len(track)} frames, face in {int(valid.sum())}, MTCNN every {track.detect_every} frame(s)"]
     return SegmentFeatures(features, VIDEO_FEATURE_NAMES, VIDEO_FEATURE_SET, segmentation, presence, track.fps, notes)
+
+
+def file_features(path: str | Path, n_segments: int = DEFAULT_SEGMENTS, overlap: float = DEFAULT_OVERLAP,
+                  layout: str = "video", detector: MTCNN | None = None, progress: bool = False,
+                  **video_options) -> SegmentFeatures:
+    """Per-segment features of one input: an OpenFace CSV gives its 60-d ``openface`` features; a video our face
+    pipeline's, ``layout`` ``"video"`` (our 25-d features) or ``"openface"`` (their 60-d approximation).
+    ``video_options`` go to `track_face`. ValueError for anything else."""
+    from ..core.io import is_video
+    from .openface import openface_csv_features
+
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return openface_csv_features(path, n_segments, overlap)
+    if not is_video(path):
+        raise ValueError(f"{path}: expected a video (.mp4, .mov, ...) or an OpenFace .csv file")
+    track = track_face(path, detector=detector, progress=progress, **video_options)
+    build = video_segment_features if layout == "video" else video_openface_features
+    return build(track, n_segments, overlap)

@@ -13,61 +13,18 @@ Public API:
     export_onnx                                    -- ONNX export (the `onnx` extra)
 """
 
-from pathlib import Path
-
 from ..core.lazy import lazy_exports
 
 # imported on first use: `keen --help` and the CLI modules must not pay for torch
-_EXPORTS = {
-    "IMAGENET_MEAN": ".data",
-    "IMAGENET_STD": ".data",
-    "CamVidDataset": ".data",
-    "CityscapesDataset": ".data",
-    "TrainAugmentation": ".data",
-    "class_frequencies": ".data",
-    "evaluate_segmentation": ".evaluate",
-    "export_onnx": ".export",
-    "enet_class_weights": ".losses",
-    "ohem_cross_entropy": ".losses",
-    "weighted_cross_entropy": ".losses",
-    "CFASPP": ".model",
-    "FarSeeNet": ".model",
-    "build_farsee": ".model",
-    "load_farsee": ".model",
-    "Segmentation": ".segment",
-    "Segmenter": ".segment",
-    "class_palette": ".segment",
-    "overlay": ".segment",
+_EXPORTS = {  # submodule: the public names it defines
+    ".data": ("IMAGENET_MEAN", "IMAGENET_STD", "CamVidDataset", "CityscapesDataset", "TrainAugmentation",
+              "class_frequencies"),
+    ".evaluate": ("evaluate_segmentation",),
+    ".export": ("export_onnx",),
+    ".losses": ("enet_class_weights", "ohem_cross_entropy", "weighted_cross_entropy"),
+    ".model": ("CFASPP", "FarSeeNet", "build_farsee", "load_farsee"),
+    ".segment": ("Segmentation", "Segmenter", "class_palette", "overlay"),
+    ".train": ("train_farsee",),
 }
-lazy_exports(__name__, _EXPORTS)
-
-
-def train_farsee(config_path: str | Path | None, overrides: dict | None = None) -> Path:
-    """See `keenvision.farsee.train.train_farsee` (imported lazily: Lightning is slow to import)."""
-    from .train import train_farsee as train
-
-    return train(config_path, overrides)
-
-
-__all__ = [
-    "CFASPP",
-    "CamVidDataset",
-    "CityscapesDataset",
-    "FarSeeNet",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "Segmentation",
-    "Segmenter",
-    "TrainAugmentation",
-    "build_farsee",
-    "class_frequencies",
-    "class_palette",
-    "enet_class_weights",
-    "evaluate_segmentation",
-    "export_onnx",
-    "load_farsee",
-    "ohem_cross_entropy",
-    "overlay",
-    "train_farsee",
-    "weighted_cross_entropy",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -298,6 +298,21 @@ class CityscapesDataset(SegmentationDataset):
         self.root, self.split = root, split
 
 
+def dataset_class(root: str | Path) -> type[SegmentationDataset]:
+    """The layout of a dataset root: `CityscapesDataset` where ``<root>/leftImg8bit`` exists, else `CamVidDataset`."""
+    return CityscapesDataset if (Path(root) / "leftImg8bit").is_dir() else CamVidDataset
+
+
+def check_split(root: str | Path, split: str) -> None:
+    """FileNotFoundError naming the first folder of ``split`` (CamVid's may be joined, ``train+val``) that is
+    missing under ``root``, before anything is loaded."""
+    root = Path(root)
+    for part in split.split("+"):
+        folder = root / "leftImg8bit" / part if dataset_class(root) is CityscapesDataset else root / part
+        if not folder.is_dir():
+            raise FileNotFoundError(f"split {split}: {folder} does not exist")
+
+
 def class_frequencies(dataset: SegmentationDataset) -> np.ndarray:
     """``p_c``: the fraction of labelled (not ignored) pixels of each class over the whole dataset, ``[K]``."""
     counts = np.zeros(dataset.num_classes, np.int64)

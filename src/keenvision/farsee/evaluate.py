@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from ..core.progress import progress_bar
-from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, Normalise
+from .data import IMAGENET_MEAN, IMAGENET_STD, CamVidDataset, CityscapesDataset, Normalise, dataset_class
 
 
 class SegmentationScores:
@@ -92,10 +92,10 @@ def evaluate_segmentation(
         raise ValueError(f"limit must be >= 1, got {limit}")
     mean = tuple(mean or getattr(model, "mean", IMAGENET_MEAN))
     std = tuple(std or getattr(model, "std", IMAGENET_STD))
-    dataset_class = CityscapesDataset if (Path(data_dir) / "leftImg8bit").is_dir() else CamVidDataset
-    dataset = dataset_class(data_dir, split, transform=Normalise(mean, std))
+    layout = dataset_class(data_dir)
+    dataset = layout(data_dir, split, transform=Normalise(mean, std))
     if drive is not None:
-        if dataset_class is not CamVidDataset:
+        if layout is not CamVidDataset:
             raise ValueError("drive selects CamVid frames by file name; this is a Cityscapes root")
         dataset.select_drive(drive, keep=True)
     model_classes = getattr(model, "num_classes", None)
@@ -137,6 +137,6 @@ def evaluate_segmentation(
         model.train(was_training)
     if len(skipped) == count:
         raise ValueError(f"no image/label pair of {Path(data_dir) / split} could be scored: {skipped[0]}")
-    return {"split": split, "drive": drive, "dataset": "cityscapes" if dataset_class is CityscapesDataset else "camvid",
+    return {"split": split, "drive": drive, "dataset": "cityscapes" if layout is CityscapesDataset else "camvid",
             "images": count - len(skipped), **scores.compute(), "num_classes": dataset.num_classes,
             "ignore_index": dataset.ignore_index, "skipped": skipped}

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..core.device import resolve_device
-from ..core.io import batched, input_frames, read_image, write_atomic
+from ..core.io import batched, input_frames, input_record, read_image, write_atomic
 from .data import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, normalise
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
@@ -138,12 +138,8 @@ class SegmentedFile:
         return f"{self.path.stem}_f{self.frame:06d}" if self.frame is not None else self.path.stem
 
     def to_dict(self, class_names: Sequence[str]) -> dict:
-        record: dict = {"path": str(self.path)}
-        if self.frame is not None:
-            record["frame"] = self.frame
-        if self.error is not None:
-            record["error"] = self.error
-        else:
+        record = input_record(self.path, self.frame, self.error)
+        if self.error is None:
             record["height"], record["width"] = self.segmentation.labels.shape
             record["class_fractions"] = self.segmentation.class_fractions(class_names)
         return record

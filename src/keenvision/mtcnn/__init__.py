@@ -3,18 +3,11 @@
 from ..core.lazy import lazy_exports
 
 # imported on first use: `keen --help` and the CLI modules must not pay for torch
-_EXPORTS = {
-    "TEMPLATES": ".align",
-    "align": ".align",
-    "similarity_transform": ".align",
-    "MTCNN": ".detector",
-    "Face": ".detector",
-    "pyramid_scales": ".detector",
-    "ONet": ".model",
-    "PNet": ".model",
-    "RNet": ".model",
+_EXPORTS = {  # submodule: the public names it defines
+    ".alignment": ("TEMPLATES", "align", "similarity_transform"),
+    ".detector": ("MTCNN", "Face", "pyramid_scales"),
+    ".model": ("ONet", "PNet", "RNet"),
 }
-lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["MTCNN", "Face", "PNet", "RNet", "ONet", "align", "similarity_transform", "TEMPLATES",
-           "pyramid_scales"]
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

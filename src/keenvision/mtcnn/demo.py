@@ -8,7 +8,7 @@ from pathlib import Path
 from ..core.draw import draw_boxes
 from ..core.io import write_image
 from ..core.report import Section
-from .align import align
+from .alignment import align
 from .benchmark import sample_image
 from .detector import MTCNN
 

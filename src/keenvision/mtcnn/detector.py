@@ -33,14 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from ..core.device import resolve_device
 from ..core.io import read_image
-from ..core.registry import shipped_files
-from ..core.weights import load_into, load_weights, packaged_weights
+from ..core.weights import load_into, open_weights
 from .model import ONet, PNet, RNet, scratch
 from .resample import resample_crops, resample_crops_cv2, shrink_area_from_integral
 
-DEFAULT_WEIGHTS = "mtcnn_caffe.safetensors"
-MTCNN_SHIPPED = shipped_files("mtcnn")  # {"mtcnn-caffe": "mtcnn_caffe.safetensors"}
+DEFAULT_NAME = "mtcnn-caffe"  # the authors' converted weights (weights/registry.json)
 _CELL_SIZE, _CELL_STRIDE = 12, 2
 # facenet-pytorch's departures from the MATLAB pipeline, each switchable for the parity ablation
 FACENET_DEVIATIONS = ("pyramid", "crops", "rounding", "nms", "flip")
@@ -236,11 +235,9 @@ class MTCNN(nn.Module):
         # layer-by-layer forward and a resize per level (the reference both are tested against)
         self.pnet_cells = True
         self.pyramid_from_integral = True
-        if weights is None or str(weights) in MTCNN_SHIPPED:  # the authors' converted weights (the registry)
-            path = packaged_weights(MTCNN_SHIPPED.get(str(weights), DEFAULT_WEIGHTS))
-        else:
-            path = Path(weights)
-        state = load_weights(path)
+        weights = open_weights(DEFAULT_NAME if weights is None else weights, "mtcnn", "MTCNN",
+                               "`keen mtcnn train` and `keen mtcnn merge`")
+        path, state = weights.path, weights.state()
         self.pnet = PNet(landmarks="pnet.landmarks.weight" in state)
         self.rnet = RNet(landmarks="rnet.landmarks.weight" in state)
         self.onet = ONet()
@@ -249,7 +246,7 @@ class MTCNN(nn.Module):
                       f"{path} ({name})")
         self.eval()
         self.to(memory_format=torch.channels_last)
-        self.to(torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.to(resolve_device(device))
 
     @property
     def device(self) -> torch.device:
@@ -464,3 +461,8 @@ class MTCNN(nn.Module):
             results[image].append(Face(final[row].astype(np.float32), float(final_scores[row]),
                                        landmarks[row].astype(np.float32)))
         return results
+
+
+def load(name_or_path: str | Path | None = None, device: str | torch.device | None = None) -> MTCNN:
+    """The system contract's loader: an `MTCNN` on ``"mtcnn-caffe"`` (the default) or a weights file."""
+    return MTCNN(weights=name_or_path, device=device)

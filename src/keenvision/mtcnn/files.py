@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.draw import draw_boxes
-from ..core.io import batched, input_frames, write_image
-from .align import align
+from ..core.io import batched, input_frames, input_record, write_image
+from .alignment import align
 from .detector import MTCNN, Face
 
 
@@ -26,12 +26,8 @@ class FileResult:
     scale: float = 1.0  # size of the pixels detected on / original size (below 1 for reduced huge images)
 
     def to_dict(self) -> dict:
-        record: dict = {"path": str(self.path)}
-        if self.frame is not None:
-            record["frame"] = self.frame
-        if self.error is not None:
-            record["error"] = self.error
-        else:
+        record = input_record(self.path, self.frame, self.error)
+        if self.error is None:
             record["width"], record["height"] = self.size
             record["faces"] = [face.to_dict() for face in self.faces]
         return record

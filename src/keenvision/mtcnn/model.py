@@ -27,7 +27,19 @@ def _pool(kernel: int) -> nn.Module:
     return nn.MaxPool2d(kernel, 2, ceil_mode=True)  # Caffe rounds pooled sizes up
 
 
-class PNet(nn.Module):
+class _FaceHeads(nn.Module):
+    """The face / box (/ landmarks) heads over ``body``'s features, shared by P-Net and R-Net (O-Net always has
+    landmarks)."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.body(images)
+        outputs = (self.face(features), self.box(features))
+        if self.landmarks is not None:
+            outputs += (self.landmarks(features),)
+        return outputs
+
+
+class PNet(_FaceHeads):
     """Proposal network, fully convolutional.
 
     Input ``[B, 3, H, W]`` (H, W >= 12). Returns ``face_logits [B, 2, h, w]``, ``box_offsets [B, 4, h, w]`` and,
@@ -43,13 +55,6 @@ class PNet(nn.Module):
         self.face = nn.Conv2d(32, 2, 1)
         self.box = nn.Conv2d(32, 4, 1)
         self.landmarks = nn.Conv2d(32, 10, 1) if landmarks else None
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.body(images)
-        outputs = (self.face(features), self.box(features))
-        if self.landmarks is not None:
-            outputs += (self.landmarks(features),)
-        return outputs
 
     @torch.inference_mode()
     def cells(self, images: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -124,7 +129,7 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float3
     return buffer[:numel].view(shape)
 
 
-class RNet(nn.Module):
+class RNet(_FaceHeads):
     """Refinement network. Input ``[N, 3, 24, 24]``; returns ``face_logits [N, 2]``, ``box_offsets [N, 4]``
     (and ``landmark_offsets [N, 10]`` with ``landmarks=True``)."""
 
@@ -139,13 +144,6 @@ class RNet(nn.Module):
         self.face = nn.Linear(128, 2)
         self.box = nn.Linear(128, 4)
         self.landmarks = nn.Linear(128, 10) if landmarks else None
-
-    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.body(crops)
-        outputs = (self.face(features), self.box(features))
-        if self.landmarks is not None:
-            outputs += (self.landmarks(features),)
-        return outputs
 
 
 class ONet(nn.Module):

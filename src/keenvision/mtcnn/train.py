@@ -25,7 +25,7 @@ from torchmetrics.classification import BinaryAccuracy
 from ..core.data import data_root
 from ..core.recipe import load_recipe
 from ..core.training import build_trainer, resume_checkpoint
-from ..core.weights import load_into, load_weights, packaged_weights, save_weights, sha256
+from ..core.weights import load_into, open_weights, save_weights, sha256
 from .data import (
     LANDMARK,
     NEGATIVE,
@@ -45,7 +45,7 @@ from .data import (
     read_landmark_faces,
     read_wider_boxes,
 )
-from .detector import DEFAULT_WEIGHTS, MTCNN
+from .detector import DEFAULT_NAME, MTCNN
 from .losses import STAGE_ALPHA, mtcnn_loss
 from .model import STAGES
 
@@ -152,46 +152,48 @@ def _pseudo_labelled(source: dict, cache: Path) -> tuple[Path, Path, Path]:
     return boxes_file, landmarks_file, images_root
 
 
+def _read_sources(sources: list[dict], cache: Path, what: str, default: str, readers: dict) -> list:
+    """Concatenate ``readers[format](source, cache)`` over ``sources`` (``format`` defaults to ``default``)."""
+    items: list = []
+    for source in sources:
+        kind = source.get("format", default)
+        if kind not in readers:
+            raise ValueError(f"unknown {what} source format {kind!r} ({', '.join(readers)})")
+        items += readers[kind](source, cache)
+    return items
+
+
+def _dlib_xml(source: dict, cache: Path, convert, suffix: str) -> tuple[Path, Path]:
+    """(the dlib XML converted once into ``cache``, its images folder)."""
+    xml = _data_path(source["path"])
+    return convert(xml, cache / f"{xml.parent.name}_{xml.stem}{suffix}"), xml.parent
+
+
+BOX_READERS = {
+    "wider": lambda source, cache: read_wider_boxes(_data_path(source["path"]), _data_path(source["images"])),
+    "dlib_xml": lambda source, cache: read_wider_boxes(*_dlib_xml(source, cache, dlib_xml_to_wider, ".wider.txt")),
+    "celeba_pseudo": lambda source, cache: read_wider_boxes(*_pseudo_labelled(source, cache)[::2]),
+}
+LANDMARK_READERS = {
+    "landmarks_txt": lambda source, cache: read_landmark_faces(
+        _data_path(source["path"]), _data_path(source.get("images", _data_path(source["path"]).parent))),
+    "dlib_xml": lambda source, cache: read_landmark_faces(
+        *_dlib_xml(source, cache, dlib_xml_to_landmarks, ".landmarks.txt")),
+    "celeba_pseudo": lambda source, cache: read_landmark_faces(*_pseudo_labelled(source, cache)[1:]),
+}
+
+
 def load_box_sources(sources: list[dict], cache: Path) -> list[ImageFaces]:
     """Faces of every image in the ``boxes`` sources: ``{format: wider, path, images}``, ``{format: dlib_xml,
     path}`` (converted to WIDER txt in ``cache`` first) or ``{format: celeba_pseudo, images, identities,
     min_score}`` (labelled by the shipped detector, cached)."""
-    images: list[ImageFaces] = []
-    for source in sources:
-        kind = source.get("format", "wider")
-        if kind == "wider":
-            images += read_wider_boxes(_data_path(source["path"]), _data_path(source["images"]))
-        elif kind == "dlib_xml":
-            xml = _data_path(source["path"])
-            converted = dlib_xml_to_wider(xml, cache / f"{xml.parent.name}_{xml.stem}.wider.txt")
-            images += read_wider_boxes(converted, xml.parent)
-        elif kind == "celeba_pseudo":
-            boxes_file, _, images_root = _pseudo_labelled(source, cache)
-            images += read_wider_boxes(boxes_file, images_root)
-        else:
-            raise ValueError(f"unknown boxes source format {kind!r} (wider, dlib_xml, celeba_pseudo)")
-    return images
+    return _read_sources(sources, cache, "boxes", "wider", BOX_READERS)
 
 
 def load_landmark_sources(sources: list[dict], cache: Path) -> list[LandmarkFace]:
     """Faces with 5 points from the ``landmarks`` sources: ``{format: landmarks_txt, path, images}``,
     ``{format: dlib_xml, path}`` (68 iBUG points reduced to 5) or ``{format: celeba_pseudo, ...}``."""
-    faces: list[LandmarkFace] = []
-    for source in sources:
-        kind = source.get("format", "landmarks_txt")
-        if kind == "landmarks_txt":
-            path = _data_path(source["path"])
-            faces += read_landmark_faces(path, _data_path(source.get("images", path.parent)))
-        elif kind == "dlib_xml":
-            xml = _data_path(source["path"])
-            converted = dlib_xml_to_landmarks(xml, cache / f"{xml.parent.name}_{xml.stem}.landmarks.txt")
-            faces += read_landmark_faces(converted, xml.parent)
-        elif kind == "celeba_pseudo":
-            _, landmarks_file, images_root = _pseudo_labelled(source, cache)
-            faces += read_landmark_faces(landmarks_file, images_root)
-        else:
-            raise ValueError(f"unknown landmarks source format {kind!r} (landmarks_txt, dlib_xml, celeba_pseudo)")
-    return faces
+    return _read_sources(sources, cache, "landmarks", "landmarks_txt", LANDMARK_READERS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,15 +364,22 @@ def export_stage_weights(net: torch.nn.Module, stage: str, path: str | Path,
     return Path(path)
 
 
+def _stage_weights(name_or_path: str | Path | None, stage: str) -> dict[str, torch.Tensor]:
+    """The ``<stage>.*`` tensors (prefix removed) of a weights file, or of the shipped weights (None), through the
+    one weights resolver."""
+    weights = open_weights(DEFAULT_NAME if name_or_path is None else name_or_path, "mtcnn", "MTCNN",
+                           "`keen mtcnn train`")
+    return weights.state(prefix=f"{stage}.")
+
+
 def merge_stage_weights(output: str | Path, pnet: str | Path | None = None, rnet: str | Path | None = None,
                         onet: str | Path | None = None) -> Path:
     """One detector weights file from stage files (each holding ``<stage>.*`` keys, e.g. an exported stage or a
     whole detector file); stages left ``None`` come from the shipped weights. Load it with
     ``MTCNN(weights=output)``."""
-    shipped = packaged_weights(DEFAULT_WEIGHTS)
     state = {}
     for stage, path in (("pnet", pnet), ("rnet", rnet), ("onet", onet)):
-        tensors = load_weights(path if path is not None else shipped, prefix=f"{stage}.")
+        tensors = _stage_weights(path, stage)
         if not tensors:
             raise ValueError(f"{path} has no {stage}.* tensors")
         state.update({f"{stage}.{k}": v for k, v in tensors.items()})
@@ -406,8 +415,8 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
                          config["lr_decay_steps"], config["lr_decay_factor"])
     resume_from = resume_checkpoint(run_dir) if config["resume"] else None
     if config["init_weights"] and resume_from is None:
-        source = packaged_weights(DEFAULT_WEIGHTS) if config["init_weights"] == "shipped" else config["init_weights"]
-        state = load_weights(source, prefix=f"{config['stage']}.")
+        source = None if config["init_weights"] == "shipped" else config["init_weights"]
+        state = _stage_weights(source, config["stage"])
         heads = {k: v for k, v in module.net.state_dict().items() if k.startswith("landmarks.")}
         # the shipped P/R-Net have no landmark head: keep the fresh one
         load_into(module.net, {**heads, **state}, f"{source} ({config['stage']})")
@@ -429,3 +438,9 @@ def train_from_config(config_path: str | Path | None, overrides: dict | None = N
                               "train_samples": json.dumps(datamodule.train_samples.counts()),
                               "recipe": "keenvision.mtcnn.train"})
     return output
+
+
+if __name__ == "__main__":
+    from ..core.cli import train_main
+
+    train_main("mtcnn")

@@ -13,59 +13,16 @@ Public API:
     evaluate_hallucination                          -- PSNR/SSIM and identity metrics from an independent recogniser
 """
 
-from pathlib import Path
-
 from ..core.lazy import lazy_exports
 
 # imported on first use: `keen --help` and the CLI modules must not pay for torch
-_EXPORTS = {
-    "FaceIdentityDataset": ".data",
-    "degrade": ".data",
-    "denormalise": ".data",
-    "normalise": ".data",
-    "prepare_faces": ".data",
-    "evaluate_hallucination": ".evaluate",
-    "HallucinatedFace": ".hallucinate",
-    "Hallucinator": ".hallucinate",
-    "bicubic_upscale": ".hallucinate",
-    "margin_loss": ".losses",
-    "pixel_loss": ".losses",
-    "super_identity_loss": ".losses",
-    "ArcFaceHead": ".model",
-    "CosFaceHead": ".model",
-    "HallucinationNet": ".model",
-    "RecognitionNet": ".model",
-    "SphereFaceHead": ".model",
-    "load_cnn_h": ".model",
+_EXPORTS = {  # submodule: the public names it defines
+    ".data": ("FaceIdentityDataset", "degrade", "denormalise", "normalise", "prepare_faces"),
+    ".evaluate": ("evaluate_hallucination",),
+    ".hallucinate": ("HallucinatedFace", "Hallucinator", "bicubic_upscale"),
+    ".losses": ("margin_loss", "pixel_loss", "super_identity_loss"),
+    ".model": ("ArcFaceHead", "CosFaceHead", "HallucinationNet", "RecognitionNet", "SphereFaceHead", "load_cnn_h"),
+    ".train": ("train_sicnn",),
 }
-lazy_exports(__name__, _EXPORTS)
-
-
-def train_sicnn(config_path: str | Path | None, overrides: dict | None = None) -> Path:
-    """See `keenvision.sicnn.train.train_sicnn` (imported lazily: Lightning is slow to import)."""
-    from .train import train_sicnn as train
-
-    return train(config_path, overrides)
-
-
-__all__ = [
-    "ArcFaceHead",
-    "CosFaceHead",
-    "FaceIdentityDataset",
-    "HallucinatedFace",
-    "HallucinationNet",
-    "Hallucinator",
-    "RecognitionNet",
-    "SphereFaceHead",
-    "bicubic_upscale",
-    "degrade",
-    "denormalise",
-    "evaluate_hallucination",
-    "load_cnn_h",
-    "margin_loss",
-    "normalise",
-    "pixel_loss",
-    "prepare_faces",
-    "super_identity_loss",
-    "train_sicnn",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -313,3 +313,14 @@ def write_comparisons(result: HallucinatedFile, out_dir: str | Path, stem: str |
         write_image(path, side_by_side(face))
         written.append(path)
     return written
+
+
+def load(name_or_path: str | Path = DEFAULT_WEIGHTS, device: str | torch.device | None = None) -> torch.nn.Module:
+    """The system contract's loader: the CNN-H or the CNN-R an export holds (its ``network`` metadata), on
+    ``device`` (default: CUDA when available)."""
+    from .model import load_cnn_h, load_cnn_r, read_metadata
+
+    device = resolve_device(device)
+    if read_metadata(name_or_path).get("network") == "cnn_r":
+        return load_cnn_r(name_or_path, device)
+    return load_cnn_h(name_or_path, device)

@@ -246,23 +246,3 @@ def import_mobileface(params: str | Path, symbol: str | Path | None = None, fit:
     model.load_state_dict(state, strict=False)
     return model.eval()
 
-
-def import_recogniser(params: str | Path, out: str | Path, symbol: str | Path | None = None,
-                      fit: str = "pad") -> Path:
-    """Convert MobileFace's MXNet files (`import_mobileface`) and write a CNN-R export (fp16 safetensors, written
-    atomically) that `keenvision.sicnn.model.load_cnn_r` and the training recipes' ``init_cnn_r`` read."""
-    from ..core.training import fp16_state
-    from ..core.weights import save_weights
-    from .model import export_metadata
-
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"--out must name a .safetensors file, got {out}")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ValueError(f"{out.parent} is not a folder")
-    model = import_mobileface(params, symbol, fit)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"source": f"MobileFace_Identification_V2 (becauseofAI/MobileFace @128cea33), imported from {Path(params).name}",
-             "licence": "MIT"}
-    save_weights(fp16_state(model), out, export_metadata("cnn_r", model, extra))
-    return out

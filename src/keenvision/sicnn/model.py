@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.registry import shipped_files
-from ..core.weights import WeightsError, load_into, load_weights, resolve_weights
+from ..core.weights import WeightsError, load_into, load_weights, resolve_weights, save_weights
 from ..core.weights import read_metadata as read_safetensors_metadata
 
 SHIPPED = shipped_files("sicnn")  # CNN-H "sicnn-celeba", CNN-R "sicnn-cnn-r-celeba3200" (weights/registry.json)
@@ -387,3 +387,23 @@ def load_cnn_r(path: str | Path, device: str | torch.device = "cpu",
                              **head_config.get("options", {}))
     load_into(head, {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}, f"{path} (head)")
     return model, head.to(device).eval()
+
+
+def import_recogniser(params: str | Path, out: str | Path, symbol: str | Path | None = None,
+                      fit: str = "pad") -> Path:
+    """Convert MobileFace's MXNet files (`mobileface.import_mobileface`) and write a CNN-R export (fp16
+    safetensors, written atomically) that `load_cnn_r` and the training recipes' ``init_cnn_r`` read."""
+    from ..core.training import fp16_state
+    from .mobileface import import_mobileface
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out must name a .safetensors file, got {out}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"{out.parent} is not a folder")
+    model = import_mobileface(params, symbol, fit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"source": "MobileFace_Identification_V2 (becauseofAI/MobileFace @128cea33), imported from "
+                       f"{Path(params).name}", "licence": "MIT"}
+    save_weights(fp16_state(model), out, export_metadata("cnn_r", model, extra))
+    return out

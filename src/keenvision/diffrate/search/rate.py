@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .flops import vit_cost_config
-from .schedule import Schedule
+from ..method.flops import vit_cost_config
+from ..method.schedule import Schedule
 
 
 class _StraightThroughCeil(torch.autograd.Function):

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import ImageClassificationData, Preprocessing
-from .flops import schedule_gflops, vit_cost_config
-from .patch import is_patched, patch, unpatch
-from .schedule import Schedule
+from ..data import ImageClassificationData, Preprocessing
+from ..method.flops import schedule_gflops, vit_cost_config
+from ..method.patch import is_patched, patch, unpatch
+from ..method.schedule import Schedule
 
 DEFAULT_STEPS = (4, 2, 1)
 

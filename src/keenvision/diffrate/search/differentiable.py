@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..core.recipe import load_recipe
-from ..core.training import StepProgress
-from .flops import schedule_gflops
-from .merge import (
+from ...core.recipe import Section, recipe_defaults, typed_recipe
+from ...core.training import build_trainer
+from ..method.flops import schedule_gflops
+from ..method.merge import (
     class_attention_importance,
     gather_tokens,
     match_to_destinations,
@@ -39,45 +40,50 @@ from .merge import (
     proportional_attention_bias,
     similarity_weighted_sizes,
 )
-from .patch import _check_supported
+from ..method.patch import _check_supported
+from ..method.schedule import Schedule
 from .rate import DifferentiableRate, compression_loss, differentiable_gflops, masked_softmax, schedule_from_rates
-from .schedule import Schedule
+
 
 # Defaults of the public ImageNet recipe (notes "Differentiable rate"; public engine.py/main.py): 3 epochs, AdamW on
 # the rate logits only, lr 0.01 cosine-decayed to 0.001, no weight decay, lambda = 5, granularity 1. The batch is
 # per device (the paper used 4 x 256). configs/diffrate/search.yaml repeats these values (a test keeps them equal).
-DEFAULT_SEARCH_CONFIG: dict[str, Any] = {
-    "epochs": 3,
-    "max_steps": None,  # None: run `epochs`; an integer stops earlier
-    "batch_size": 256,
-    "lr": 0.01,
-    "min_lr": 0.001,
-    "weight_decay": 0.0,
-    "lambda_flops": 5.0,
-    "granularity": 1,
-    "frozen_blocks": None,  # None: DeiT-style [0]; global-pool (MAE) models [0, depth - 1]
-    "distill": False,  # True: match the uncompressed model's logits instead of the labels
-    "proportional_attention": True,
-    "limit_per_class": None,
-    "num_workers": 2,
-    "seed": 0,
-    "accelerator": "auto",
-    "devices": 1,
-    "precision": "32-true",
-    "log_every_n_steps": 10,
-    "init": None,  # None: zero logits (uniform over candidates, the public code); "uniform": start at the ToMe-like
-    # baseline at the target; or a schedule (file / published:...) to start from
-    "init_spread": 2.0,  # tokens: width of the distribution a started search puts around its start counts
-    "merge_only": False,  # True: prune rates fixed at "keep all"; only the merge rates are searched
-}
+@dataclass
+class SearchRecipe(Section):
+    """The search settings, typed (`core.recipe.typed_recipe` checks a YAML recipe and overrides against them)."""
+
+    epochs: int = 3
+    max_steps: int | None = None  # None: run `epochs`; an integer stops earlier
+    batch_size: int = 256
+    lr: float = 0.01
+    min_lr: float = 0.001
+    weight_decay: float = 0.0
+    lambda_flops: float = 5.0
+    granularity: int = 1
+    frozen_blocks: list[int] | None = None  # None: DeiT-style [0]; global-pool (MAE) models [0, depth - 1]
+    distill: bool = False  # True: match the uncompressed model's logits instead of the labels
+    proportional_attention: bool = True
+    limit_per_class: int | None = None
+    num_workers: int = 2
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    # None: zero logits (uniform over candidates, the public code); "uniform": start at the ToMe-like baseline at
+    # the target; or a schedule (file / published:...) to start from
+    init: str | None = None
+    init_spread: float = 2.0  # tokens: width of the distribution a started search puts around its start counts
+    merge_only: bool = False  # True: prune rates fixed at "keep all"; only the merge rates are searched
 
 
-def load_search_config(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """The search settings: :data:`DEFAULT_SEARCH_CONFIG`, then a YAML file, then flat `overrides` (None skipped).
+DEFAULT_SEARCH_CONFIG: dict[str, Any] = recipe_defaults(SearchRecipe)
 
-    Unknown keys raise a one-line ValueError (`core.recipe.load_recipe`, like every recipe).
-    """
-    return load_recipe(path, DEFAULT_SEARCH_CONFIG, overrides)
+
+def load_search_config(path: str | Path | None = None, overrides: dict | None = None) -> SearchRecipe:
+    """The search settings: :class:`SearchRecipe`'s defaults, then a YAML file, then flat `overrides` (None
+    skipped). An unknown key or a wrong type is a one-line ValueError naming it (`core.recipe.typed_recipe`)."""
+    return typed_recipe(SearchRecipe, path, overrides)
 
 
 def default_frozen_blocks(model: nn.Module) -> tuple[int, ...]:
@@ -427,10 +433,10 @@ def initial_schedule(vit: nn.Module, init: str | Schedule, target_gflops: float)
     if isinstance(init, Schedule):
         return init
     if init == "uniform":
-        from .baseline import uniform_schedule
+        from ..method.baseline import uniform_schedule
 
         return uniform_schedule(vit, target_gflops)
-    from .resolve import load_schedule
+    from ..models import load_schedule
 
     return load_schedule(str(init), vit)
 
@@ -472,35 +478,30 @@ def search(
     Returns:
         The searched :class:`Schedule` (integer counts per block, class token included).
     """
-    from .data import ImageClassificationData, Preprocessing
-    from .models import load_model
+    from ..data import ImageClassificationData, Preprocessing
+    from ..models import load_model
 
     config = load_search_config(config, overrides)
     vit = load_model(model) if isinstance(model, str) else model
     requires_grad = [parameter.requires_grad for parameter in vit.parameters()]
     was_training = vit.training
     try:
-        L.seed_everything(config["seed"], workers=True, verbose=False)
+        L.seed_everything(config.seed, workers=True, verbose=False)
         module = SearchModule(
-            vit, target_gflops, lr=config["lr"], min_lr=config["min_lr"], weight_decay=config["weight_decay"],
-            lambda_flops=config["lambda_flops"], granularity=config["granularity"],
-            frozen_blocks=config["frozen_blocks"], distill=config["distill"],
-            proportional_attention=config["proportional_attention"], merge_only=config["merge_only"],
+            vit, target_gflops, lr=config.lr, min_lr=config.min_lr, weight_decay=config.weight_decay,
+            lambda_flops=config.lambda_flops, granularity=config.granularity,
+            frozen_blocks=config.frozen_blocks, distill=config.distill,
+            proportional_attention=config.proportional_attention, merge_only=config.merge_only,
         )
-        if config["init"] is not None:
-            module.search_model.start_from(initial_schedule(vit, config["init"], target_gflops),
-                                           config["init_spread"])
+        if config.init is not None:
+            module.search_model.start_from(initial_schedule(vit, config.init, target_gflops),
+                                           config.init_spread)
         dataset = ImageClassificationData(data_dir, "train", _preprocessing(vit, Preprocessing),
-                                          limit_per_class=config["limit_per_class"])
-        loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=True, drop_last=False,
-                            num_workers=config["num_workers"], persistent_workers=config["num_workers"] > 0)
-        max_steps = config["max_steps"]
-        trainer = L.Trainer(
-            max_epochs=config["epochs"], max_steps=-1 if max_steps is None else int(max_steps),
-            accelerator=config["accelerator"], devices=config["devices"], precision=config["precision"],
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            log_every_n_steps=config["log_every_n_steps"], callbacks=[StepProgress()],
-        )
+                                          limit_per_class=config.limit_per_class)
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                            num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
+        trainer = build_trainer(config, None, max_epochs=config.epochs,
+                                log_every_n_steps=config.log_every_n_steps)
         trainer.fit(module, loader)
         schedule = module.schedule()
         if out is not None and trainer.is_global_zero:

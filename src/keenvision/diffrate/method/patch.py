@@ -202,12 +202,11 @@ class DiffRateBlockMixin:
         state = self._diffrate_state
         num_prefix_tokens = state["num_prefix_tokens"]
         batch, tokens, _ = x.shape
-        size = state["size"]
-        if size is None:
-            size = torch.ones(batch, tokens, device=x.device, dtype=torch.float32)
         # Sorting then keeping a prefix of the order is the prune step: the tail is the least important.
         kept_order = importance_order(importance, num_prefix_tokens)[:, :prune_kept]
-        x, size = gather_tokens(x, kept_order), gather_tokens(size, kept_order)
+        x, size = gather_tokens(x, kept_order), state["size"]
+        # before the first merge every token stands for one patch: no sizes to gather
+        size = torch.ones(batch, prune_kept, device=x.device) if size is None else gather_tokens(size, kept_order)
         source = state["source"]
         if source is not None:
             source = gather_tokens(source, kept_order)
@@ -276,12 +275,16 @@ class DiffRateVisionTransformerMixin:
         """[B, N_out] sizes after the last forward (None if nothing was merged or pruned)."""
         return self._diffrate_state["size"]
 
-    def forward_features(self, x: torch.Tensor, attn_mask: Any = None, is_causal: bool = False) -> torch.Tensor:
-        """[B, 3, H, W] -> [B, N_out, C]; token sizes and sources start afresh for every batch."""
+    def _start_forward(self, attn_mask: Any, is_causal: bool, *fields: str) -> dict:
+        """The patched state with ``fields`` cleared for a new batch (attention masks are refused)."""
         if attn_mask is not None or is_causal:
             raise ValueError("DiffRate-patched models do not take attention masks")
-        self._diffrate_state["size"] = None
-        self._diffrate_state["source"] = None
+        self._diffrate_state.update(dict.fromkeys(fields))
+        return self._diffrate_state
+
+    def forward_features(self, x: torch.Tensor, attn_mask: Any = None, is_causal: bool = False) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, N_out, C]; token sizes and sources start afresh for every batch."""
+        self._start_forward(attn_mask, is_causal, "size", "source")
         return super().forward_features(x)
 
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
@@ -304,10 +307,7 @@ class DiffRateEvaMixin(DiffRateVisionTransformerMixin):
         return self._diffrate_state["positions"]
 
     def forward_features(self, x: torch.Tensor, attn_mask: Any = None, is_causal: bool = False) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("DiffRate-patched models do not take attention masks")
-        state = self._diffrate_state
-        state.update(size=None, source=None, positions=None)
+        state = self._start_forward(attn_mask, is_causal, "size", "source", "positions")
         x = self.patch_embed(x)
         x, rope = self._pos_embed(x)
         state["rope"] = rope

@@ -144,7 +144,7 @@ class Schedule:
     def save(self, path: str | Path) -> Path:
         """Write the schedule as JSON in our format, atomically (a search's result is never half-written); return the
         path."""
-        from ..core.io import write_atomic
+        from ...core.io import write_atomic
 
         path = Path(path)
         write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
@@ -245,7 +245,7 @@ def _select_public_entry(data: Any, selector: str, source: str) -> Mapping[str, 
 
 def published_schedules(file: str = PUBLISHED_SCHEDULES_FILE) -> dict[str, list[str]]:
     """Model name -> GFLOPs keys of the schedules in a packaged file (default: the public DiffRate release)."""
-    data = json.loads(resources.files(__package__).joinpath(file).read_text())
+    data = json.loads(resources.files("keenvision.diffrate").joinpath(file).read_text())
     return {model: list(entries) for model, entries in data.items()}
 
 
@@ -259,7 +259,7 @@ def published_schedule(model: str, gflops: str | float, file: str = PUBLISHED_SC
             (e.g. ``shipped_schedule("cifar10-vit", "0.11")``).
     """
     key = gflops if isinstance(gflops, str) else f"{gflops:.1f}"
-    data = json.loads(resources.files(__package__).joinpath(file).read_text())
+    data = json.loads(resources.files("keenvision.diffrate").joinpath(file).read_text())
     return Schedule.from_dict(_select_public_entry(data, f"{model}/{key}", file), f"{file}#{model}/{key}")
 
 
