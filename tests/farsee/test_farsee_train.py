@@ -51,6 +51,16 @@ def test_shipped_configs_load_and_differ_only_in_the_head(sr_name, bilinear_name
         assert set(yaml.safe_load((CONFIGS / name).read_text())) == set(DEFAULT_CONFIG) - {"resume"}
 
 
+def test_shipped_lite0_recipe_is_its_held_out_drive_recipe_on_all_frames():
+    """farsee-camvid's recipe differs from the one measured on the held-out drive only in what it trains on."""
+    final, holdout = load_config(CONFIGS / "camvid_lite0.yaml"), load_config(CONFIGS / "camvid_lite0_holdout.yaml")
+    assert {k for k in final if final[k] != holdout[k]} == {"run_dir", "export_name", "holdout_drive", "val_split",
+                                                            "val_every"}
+    assert holdout["holdout_drive"] == "0006R0" and final["holdout_drive"] is None
+    assert final["train_split"] == "train+val" and final["model"]["backbone_weights"] == "efficientnet-lite0"
+    assert final["export_name"] == "farsee_camvid.safetensors"
+
+
 def test_sr3_arm_builds_on_the_shipped_recipe_and_changes_only_the_classifier_kernel():
     base, arm = load_config(CONFIGS / "camvid_mobilenet.yaml"), load_config(CONFIGS / "camvid_mobilenet_sr3.yaml")
     assert {k for k in base if base[k] != arm[k]} == {"model", "run_dir", "export_name"}
@@ -63,8 +73,12 @@ def test_config_errors():
         load_config(None, {"learning_rate": 0.1})
     with pytest.raises(ValueError, match="model.depth"):
         load_config(None, {"model": {"depth": 3}})
-    with pytest.raises(ValueError, match="loss must be"):
+    with pytest.raises(ValueError, match="recipe key loss: expected 'weighted_ce' or 'ohem', got 'dice'"):
         load_config(None, {"loss": "dice"})
+    with pytest.raises(ValueError, match="recipe key lr: expected float"):
+        load_config(None, {"lr": "fast"})
+    with pytest.raises(ValueError, match="unknown backbone_weights 'imagenet'.*efficientnet-lite0, mobilenetv2"):
+        load_config(None, {"model": {"backbone_weights": "imagenet"}})
     assert load_config(None, {"max_steps": None})["max_steps"] == DEFAULT_CONFIG["max_steps"]
     assert load_config(None, {"model": {"head": "bilinear"}})["model"]["backbone"] == "resnet18"
 

@@ -116,3 +116,31 @@ def test_params_whose_tensor_does_not_fit_name_it(mobileface_files, monkeypatch)
     monkeypatch.setattr(mobileface, "read_mxnet_params", lambda path: arrays)
     with pytest.raises(WeightsError, match=r"bn1_gamma is \(16,\)"):
         import_mobileface(*mobileface_files)
+
+
+def test_a_new_head_on_the_imported_recogniser_is_imprinted(mobileface_files, tmp_path, data_dir, detector,
+                                                             one_torch_thread):
+    """The recognition phase from the imported network with no steps: the exported head classifies the training
+    faces it was imprinted from, and the CNN-R is the imported one, unchanged."""
+    from keenvision.sicnn.train import train_sicnn
+
+    src = tmp_path / "src"
+    for identity in ("00001", "00002", "00003", "00004", "00005", "00006", "00007", "00008"):
+        shutil.copytree(data_dir / "celeba_identities" / identity, src / identity)
+    faces = tmp_path / "faces"
+    prepare_faces(src, faces, detector=detector, fractions={"train": 0.75, "val": 0.25, "test": 0.0})
+    imported = tmp_path / "mobileface.safetensors"
+    assert main(["sicnn", "import-recogniser", "--params", str(mobileface_files[0]), "--out", str(imported)]) == 0
+    exported = train_sicnn(None, {"phase": "recognition", "run_dir": str(tmp_path / "run"), "data_root": str(faces),
+                                  "init_cnn_r": str(imported), "max_steps": 0, "num_threads": 1,
+                                  "head": {"kind": "cosface", "options": {"scale": 30.0, "margin": 0.35}}})
+    cnn_r, head = load_cnn_r(exported, with_head=True)
+    train = FaceIdentityDataset(faces, "train")
+    images = torch.stack([train[i][0] for i in range(len(train))])
+    labels = torch.tensor([train[i][1] for i in range(len(train))])
+    with torch.no_grad():
+        accuracy = (head(cnn_r.embed(images)).argmax(1) == labels).float().mean()
+    assert head.weight.shape[0] == train.num_classes == 6
+    assert accuracy >= 0.9  # a random 6-way head: ~1/6
+    reference = load_cnn_r(imported)
+    assert all(torch.equal(a, b) for a, b in zip(cnn_r.state_dict().values(), reference.state_dict().values()))

@@ -31,12 +31,13 @@ import yaml
 from torch import nn
 
 from ..core.registry import shipped_files
-from ..core.weights import WeightsError, load_into, load_weights, read_metadata, resolve_weights
+from ..core.weights import load_into, open_weights
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 SHIPPED = shipped_files("farsee")  # {"farsee-camvid": "farsee_camvid.safetensors"}, from weights/registry.json
 HEADS = ("sr", "bilinear")
 BACKBONE_STRIDE = 32  # the backbone's deepest reduction: the sub-sampled input is padded to a multiple of it
+EXPORT_FORMAT = "keenvision.farsee"  # the safetensors metadata "format" of an export
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1,
@@ -366,7 +367,7 @@ def export_metadata(model: FarSeeNet, class_names: Sequence[str], ignore_index: 
     """The safetensors metadata `load_farsee` reads: architecture (YAML), class names, ignore index, mean/std."""
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
-    return {"format": "keenvision.farsee", "architecture": yaml.safe_dump(model.config),
+    return {"format": EXPORT_FORMAT, "architecture": yaml.safe_dump(model.config),
             "class_names": json.dumps(list(class_names)), "ignore_index": json.dumps(ignore_index),
             "mean": json.dumps([float(v) for v in mean]), "std": json.dumps([float(v) for v in std]),
             **(extra or {})}
@@ -376,13 +377,12 @@ def load_farsee(name_or_path: str | Path, device: str | torch.device = "cpu") ->
     """A FarSee-Net in eval mode from ``"farsee-camvid"`` (shipped weights) or a ``.safetensors`` export of
     `keenvision.farsee.train` (its metadata holds the architecture, class names, ignore index and mean/std, which
     are set on the returned model)."""
-    path = resolve_weights(name_or_path, SHIPPED, "FarSee-Net",
-                           "`keen farsee train --config configs/farsee/camvid_mobilenet.yaml`")
-    metadata = read_metadata(path)
-    if metadata.get("format") != "keenvision.farsee" or "architecture" not in metadata:
-        raise WeightsError(f"{path} is not a FarSee-Net export (no keenvision.farsee metadata)")
+    weights = open_weights(name_or_path, "farsee", "FarSee-Net",
+                           "`keen farsee train --config configs/farsee/camvid_lite0.yaml`", format=EXPORT_FORMAT,
+                           required=("architecture",))
+    path, metadata = weights.path, weights.metadata
     model = build_farsee(**yaml.safe_load(metadata["architecture"]))
-    load_into(model, load_weights(path), str(path))
+    load_into(model, weights.state(), str(path))
     model.class_names = tuple(json.loads(metadata["class_names"]))
     model.ignore_index = json.loads(metadata["ignore_index"])
     model.mean = tuple(json.loads(metadata["mean"]))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -25,9 +27,9 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
-from ..core.recipe import load_recipe
+from ..core.recipe import Section, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, checkpoint_entry, fp16_state, read_checkpoint, resume_checkpoint
-from ..core.weights import WeightsError, read_metadata, resolve_weights, save_weights
+from ..core.weights import WeightsError, open_weights, save_weights
 from .backbones import BACKBONE_WEIGHTS, backbone_weights_source
 from .data import (
     IMAGENET_MEAN,
@@ -39,57 +41,91 @@ from .data import (
     class_frequencies,
 )
 from .losses import enet_class_weights, ohem_cross_entropy, weighted_cross_entropy
-from .model import SHIPPED, FarSeeNet, build_farsee, export_metadata, load_farsee
+from .model import EXPORT_FORMAT, FarSeeNet, build_farsee, export_metadata, load_farsee
 
-DEFAULT_MODEL = {"backbone": "resnet18", "head": "sr", "input_scale": 0.5, "pretrained": False, "width": 256,
-                 "low_level_channels": 48, "high_dilations": [6, 12, 18], "low_dilations": [6, 12],
-                 "full_resolution": False, "classifier_kernel": 1,
-                 "backbone_weights": None}
 
-DEFAULT_CONFIG = {
-    "run_dir": "runs/farsee/camvid", "seed": 0,
-    "dataset": "camvid",  # camvid (CamVidDataset layout) or cityscapes
-    "data_root": None,  # None: <KEEN_DATA>/<dataset>
-    "train_split": "train", "val_split": "val",  # CamVid: several folders joined by "+" ("train+val")
+@dataclass
+class FarSeeArchitecture(Section):
+    """`FarSeeNet`'s arguments (`build_farsee`); ``backbone_weights`` and ``pretrained`` only initialise the backbone
+    for training (an export holds the trained network)."""
+
+    backbone: str = "resnet18"
+    head: Literal["sr", "bilinear"] = "sr"
+    input_scale: float = 0.5
+    pretrained: bool = False  # timm's ImageNet weights from the Hugging Face hub (network)
+    width: int = 256
+    low_level_channels: int = 48
+    high_dilations: list[int] = field(default_factory=lambda: [6, 12, 18])
+    low_dilations: list[int] = field(default_factory=lambda: [6, 12])
+    full_resolution: bool = False
+    classifier_kernel: int = 1
+    backbone_weights: str | None = None  # a `backbones.BACKBONE_WEIGHTS` name or a .pth/.pt/.safetensors file
+
+    def __post_init__(self):
+        name = self.backbone_weights
+        if name and not str(name).endswith((".pth", ".pt", ".safetensors")):
+            backbone_weights_source(name)  # one line listing the known names
+
+
+@dataclass
+class FarSeeRecipe(Section):
+    """A FarSee-Net training recipe (configs/farsee/*.yaml), typed: `load_config` checks every key."""
+
+    run_dir: str = "runs/farsee/camvid"
+    seed: int = 0
+    dataset: Literal["camvid", "cityscapes"] = "camvid"
+    data_root: str | None = None  # None: <KEEN_DATA>/<dataset>
+    train_split: str = "train"  # CamVid: several folders joined by "+" ("train+val")
+    val_split: str = "val"
     # a CamVid drive (0001TP, 0006R0, 0016E5, ...): left out of training, and the only one validated on
-    "holdout_drive": None,
-    "train_images": None, "val_images": None,  # use only the first so many images (quick runs and tests)
-    "model": DEFAULT_MODEL,
+    holdout_drive: str | None = None
+    train_images: int | None = None  # use only the first so many images (quick runs and tests)
+    val_images: int | None = None
+    model: FarSeeArchitecture = field(default_factory=FarSeeArchitecture)
     # augmentation (TrainAugmentation): crop (height, width) of the full-resolution image, scale range, flip
-    "crop_size": [320, 448], "scale_range": [0.75, 1.5], "flip": True, "colour_jitter": 0.0,
-    "batch_size": 8, "val_batch_size": 4, "num_workers": 0,
-    "optimizer": "sgd",  # sgd (momentum, nesterov off) or adamw
-    "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4, "poly_power": 0.9, "warmup_steps": 0,
-    "backbone_lr_factor": 1.0,  # the backbone's lr relative to lr (0.1 is usual for a pretrained one)
-    "loss": "weighted_ce",  # weighted_ce or ohem
-    "class_weights": "enet",  # enet (1/ln(1.02 + p_c) from the training labels) or none
-    "ohem_threshold": 0.7, "ohem_min_kept": 100_000,
-    "max_steps": 6000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
-    "num_threads": 2, "precision": "auto",  # auto: 16-mixed on a GPU, 32-true on the CPU
-    "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False,
+    crop_size: list[int] = field(default_factory=lambda: [320, 448])
+    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    flip: bool = True
+    colour_jitter: float = 0.0
+    batch_size: int = 8
+    val_batch_size: int = 4
+    num_workers: int = 0
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: momentum, nesterov off
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    backbone_lr_factor: float = 1.0  # the backbone's lr relative to lr (0.1 is usual for a pretrained one)
+    loss: Literal["weighted_ce", "ohem"] = "weighted_ce"
+    class_weights: Literal["enet", "none"] | None = "enet"  # enet: 1/ln(1.02 + p_c) from the training labels
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100_000
+    max_steps: int = 6000
+    checkpoint_every: int = 200
+    val_every: int = 1000
+    log_every: int = 50
+    num_threads: int = 2
+    precision: str = "auto"  # auto: 16-mixed on a GPU, 32-true on the CPU
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    resume: bool = False
     # warm start (when there is no checkpoint to resume): a shipped name ("farsee-camvid") or an export's path; its
     # weights are loaded and the step count (its global_step) continues, so each sitting adds to the last one
-    "init_weights": None,
-    "export_name": "farsee_camvid.safetensors",  # written into run_dir at the end
-}
+    init_weights: str | None = None
+    export_name: str = "farsee_camvid.safetensors"  # written into run_dir at the end
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file (and its ``base`` recipes) <- ``overrides`` (`core.recipe.load_recipe`: None values
-    skipped, ``model`` merged key by key or by dotted keys). Unknown keys and bad values raise ValueError."""
-    config = load_recipe(path, DEFAULT_CONFIG, overrides)
-    if config["dataset"] not in ("camvid", "cityscapes"):
-        raise ValueError(f"dataset must be camvid or cityscapes, got {config['dataset']!r}")
-    if config["loss"] not in ("weighted_ce", "ohem"):
-        raise ValueError(f"loss must be weighted_ce or ohem, got {config['loss']!r}")
-    if config["optimizer"] not in ("sgd", "adamw"):
-        raise ValueError(f"optimizer must be sgd or adamw, got {config['optimizer']!r}")
-    name = config["model"]["backbone_weights"]
-    if name and not str(name).endswith((".pth", ".pt", ".safetensors")):
-        backbone_weights_source(name)  # one line listing the known names
-    if config["class_weights"] not in ("enet", "none", None):
-        raise ValueError(f"class_weights must be enet or none, got {config['class_weights']!r}")
-    return config
+DEFAULT_CONFIG = recipe_defaults(FarSeeRecipe)
+DEFAULT_MODEL = DEFAULT_CONFIG["model"]
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> FarSeeRecipe:
+    """The recipe: `FarSeeRecipe`'s defaults <- the YAML ``path`` (and its ``base`` recipes) <- ``overrides``
+    (None values skipped, ``model`` merged key by key or by dotted keys); every key type-checked, an unknown key or
+    a wrong value is a one-line ValueError naming it."""
+    return typed_recipe(FarSeeRecipe, path, overrides)
 
 
 def make_datasets(config: dict):
@@ -130,7 +166,8 @@ class SegmentationModule(L.LightningModule):
     def __init__(self, config: dict, num_classes: int, class_names: list[str], ignore_index: int,
                  class_weights: torch.Tensor | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": config, "num_classes": num_classes, "class_names": list(class_names),
+        plain = config.as_dict() if isinstance(config, Section) else config  # checkpoints hold plain data
+        self.save_hyperparameters({"config": plain, "num_classes": num_classes, "class_names": list(class_names),
                                    "ignore_index": ignore_index})
         self.config, self.class_names, self.ignore_index = config, list(class_names), int(ignore_index)
         self.model = build_farsee(num_classes=num_classes, **config["model"])
@@ -254,7 +291,9 @@ def warm_start(model: FarSeeNet, weights: str | Path) -> int:
     """Load ``weights`` (a shipped name or an export's path) into ``model`` and return the steps they were trained
     for (their ``global_step``), so a new sitting continues the schedule. WeightsError, one line, when the file's
     architecture is not the recipe's."""
-    path = resolve_weights(weights, SHIPPED, "FarSee-Net", "`keen farsee train --config ...`")  # checksum once
+    resolved = open_weights(weights, "farsee", "FarSee-Net", "`keen farsee train --config ...`",
+                            format=EXPORT_FORMAT, required=("architecture",))  # checksum once
+    path = resolved.path
     source = load_farsee(path)
     differing = sorted(key for key in set(source.config) | set(model.config)
                        if key != "pretrained" and source.config.get(key) != model.config.get(key))
@@ -262,7 +301,7 @@ def warm_start(model: FarSeeNet, weights: str | Path) -> int:
         raise WeightsError(f"--init-weights {weights} does not match the recipe's architecture: " + ", ".join(
             f"{key} {source.config.get(key)!r} (weights) vs {model.config.get(key)!r} (recipe)" for key in differing))
     model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
-    return int(read_metadata(path).get("global_step", 0))
+    return int(resolved.metadata.get("global_step", 0))
 
 
 def export_farsee(model: FarSeeNet, class_names, ignore_index: int | None, out: str | Path,
@@ -286,11 +325,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     return export_farsee(model, hyper["class_names"], hyper["ignore_index"], out, extra)
 
 
-def main() -> None:
-    from ..core.cli import train_module_main
-
-    train_module_main(__doc__.splitlines()[0], "configs/farsee/camvid_mobilenet.yaml", train_farsee, export_checkpoint)
-
-
 if __name__ == "__main__":
-    main()
+    from ..core.cli import train_main
+
+    train_main("farsee")

@@ -60,17 +60,26 @@ METHOD_KEYS = ("psnr", "ssim", "identity_similarity", "identity_distance", "veri
 # pixel fidelity
 
 
-def psnr_ssim(outputs: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image PSNR (dB) and SSIM ``[N]`` of ``outputs`` against ``references``, both ``[N, 3, H, W]`` in [0, 1]
-    (data range 1; identical images give PSNR inf)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+def psnr(outputs: torch.Tensor, references: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR (dB) ``[N]`` of ``outputs`` against ``references``, both ``[N, C, H, W]`` with values spanning
+    ``data_range`` (1 for [0, 1]; 2 for faces in [-1, 1], the same figure as on 0..255). The one PSNR of SICNN: the
+    evaluator and training's validation both use it."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
 
     if outputs.shape != references.shape:
         raise ValueError(f"outputs {list(outputs.shape)} and references {list(references.shape)} differ in shape")
-    outputs, references = outputs.float(), references.float()
-    psnr = peak_signal_noise_ratio(outputs, references, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(outputs, references, data_range=1.0, reduction="none")
-    return psnr.reshape(-1), ssim.reshape(-1)
+    return peak_signal_noise_ratio(outputs.float(), references.float(), data_range=data_range, reduction="none",
+                                   dim=(1, 2, 3)).reshape(-1)
+
+
+def psnr_ssim(outputs: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM ``[N]`` of ``outputs`` against ``references``, both ``[N, 3, H, W]`` in [0, 1]
+    (data range 1; identical images give PSNR inf)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    values = psnr(outputs, references)
+    ssim = structural_similarity_index_measure(outputs.float(), references.float(), data_range=1.0, reduction="none")
+    return values, ssim.reshape(-1)
 
 
 # ------------------------------------------------------------------------------------------------------------------

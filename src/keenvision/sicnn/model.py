@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.registry import shipped_files
-from ..core.weights import WeightsError, load_into, load_weights, resolve_weights, save_weights
-from ..core.weights import read_metadata as read_safetensors_metadata
+from ..core.weights import ResolvedWeights, WeightsError, load_into, open_weights, save_weights
 
 SHIPPED = shipped_files("sicnn")  # CNN-H "sicnn-celeba", CNN-R "sicnn-cnn-r-celeba3200" (weights/registry.json)
 EXPORT_FORMAT = "keenvision.sicnn"
@@ -326,31 +325,29 @@ def export_metadata(network: str, model: nn.Module, extra: dict[str, str] | None
             **(extra or {})}
 
 
+def open_export(name_or_path: str | Path, network: str | None = None) -> ResolvedWeights:
+    """A SICNN export (a shipped name or a ``.safetensors`` path) through the one resolver (`open_weights`:
+    checksum, format, architecture); with ``network`` (``cnn_h`` / ``cnn_r``) it must hold that network. One-line
+    errors for a missing, unreadable or foreign file."""
+    weights = open_weights(name_or_path, "sicnn", "SICNN", "configs/sicnn/*.yaml", format=EXPORT_FORMAT,
+                           required=("architecture",))
+    if network is not None and weights.metadata.get("network") != network:
+        raise WeightsError(f"{weights.path} holds {weights.metadata.get('network')!r}, not "
+                           f"{network.upper().replace('_', '-')}")
+    return weights
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a SICNN export (a path or a shipped name); one-line errors for a missing, unreadable or
-    foreign file."""
-    path = Path(path) if str(path) not in SHIPPED else _resolve(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file")
-    metadata = read_safetensors_metadata(path)
-    if metadata.get("format") != EXPORT_FORMAT:
-        raise WeightsError(f"{path} is not a SICNN export (no {EXPORT_FORMAT} metadata)")
-    return metadata
-
-
-def _resolve(name_or_path: str | Path) -> Path:
-    return resolve_weights(name_or_path, SHIPPED, "SICNN", "configs/sicnn/*.yaml")
+    """The metadata of a SICNN export (a path or a shipped name), checked by `open_export`."""
+    return open_export(path).metadata
 
 
 def load_cnn_h(name_or_path: str | Path = "sicnn-celeba", device: str | torch.device = "cpu") -> HallucinationNet:
     """CNN-H in eval mode from ``"sicnn-celeba"`` (shipped weights) or a ``.safetensors`` export of
     `keenvision.sicnn.train` (its metadata holds the architecture)."""
-    path = _resolve(name_or_path)
-    metadata = read_metadata(path)
-    if metadata.get("network") != "cnn_h":
-        raise WeightsError(f"{path} holds {metadata.get('network')!r}, not CNN-H")
-    model = HallucinationNet(**json.loads(metadata["architecture"]))
-    load_into(model, load_weights(path), str(path))
+    weights = open_export(name_or_path, "cnn_h")
+    model = HallucinationNet(**json.loads(weights.metadata["architecture"]))
+    load_into(model, weights.state(), str(weights.path))
     return model.to(device).eval()
 
 
@@ -370,11 +367,8 @@ def load_cnn_r(path: str | Path, device: str | torch.device = "cpu",
     """CNN-R in eval mode from a ``.safetensors`` export of `keenvision.sicnn.train` or of
     `keenvision.sicnn.import_recogniser`; with ``with_head``, also its margin head (``head.*`` tensors; kind and
     options in the ``head`` metadata)."""
-    path = _resolve(path)
-    metadata = read_metadata(path)
-    if metadata.get("network") != "cnn_r":
-        raise WeightsError(f"{path} holds {metadata.get('network')!r}, not CNN-R")
-    state = load_weights(path)
+    weights = open_export(path, "cnn_r")
+    path, metadata, state = weights.path, weights.metadata, weights.state()
     model = build_cnn_r(json.loads(metadata["architecture"]))
     load_into(model, {k: v for k, v in state.items() if not k.startswith("head.")}, str(path))
     model = model.to(device).eval()

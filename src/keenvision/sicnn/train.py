@@ -25,12 +25,13 @@ domain_integrated, with the margin head), read by `keenvision.sicnn.load_cnn_h` 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
-from ..core.recipe import load_recipe
+from ..core.recipe import Section, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
@@ -56,49 +57,103 @@ from .model import (
 
 PHASES = ("recognition", "pixel", "fixed_si", "domain_integrated")
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
+Phase = Literal["recognition", "pixel", "fixed_si", "domain_integrated"]
+Optimizer = Literal["rmsprop", "sgd", "adam"]
 
-DEFAULT_CNN_H = {"stem_channels": 32, "growth": 16, "dense_layers": [4, 4, 4, 2], "upsample_channels": 64,
-                 "bicubic_residual": False}
-DEFAULT_CNN_R = {"channels": [32, 64, 128, 256], "blocks": [1, 2, 2, 1], "stem_channels": 16, "embedding_dim": 512,
-                 "batch_norm": False}
-DEFAULT_HEAD = {"kind": "sphereface", "options": {}}  # options: e.g. margin, lambda_base, lambda_min, scale
 
-DEFAULT_CONFIG = {
-    "phase": "pixel", "run_dir": "runs/sicnn/pixel", "seed": 0,
-    "data_root": "runs/sicnn/faces",  # a prepare_faces folder
-    "train_split": "train", "val_split": "val",
-    "train_faces": None, "val_faces": None,  # use only the first so many faces (quick runs and tests)
-    "flip": True,  # horizontal mirroring of training faces (the sample's `mirror: true`)
-    "cnn_h": DEFAULT_CNN_H, "cnn_r": DEFAULT_CNN_R, "head": DEFAULT_HEAD,
-    "init_cnn_h": None, "init_cnn_r": None,  # exports (.safetensors) of the previous phases
+@dataclass
+class CnnHArchitecture(Section):
+    """`HallucinationNet`'s arguments (the sample's widths are 64 / 32 / [6, 6, 6, 2] / 256)."""
+
+    stem_channels: int = 32
+    growth: int = 16
+    dense_layers: list[int] = field(default_factory=lambda: [4, 4, 4, 2])
+    upsample_channels: int = 64
+    bicubic_residual: bool = False
+
+
+@dataclass
+class CnnRArchitecture(Section):
+    """`RecognitionNet`'s arguments (an ``init_cnn_r`` export replaces them with its own architecture)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    blocks: list[int] = field(default_factory=lambda: [1, 2, 2, 1])
+    stem_channels: int = 16
+    embedding_dim: int = 512
+    batch_norm: bool = False
+
+
+@dataclass
+class MarginHead(Section):
+    kind: Literal["sphereface", "cosface", "arcface"] = "sphereface"
+    options: dict[str, float] = field(default_factory=dict)  # e.g. margin, scale, lambda_base, lambda_min
+
+
+@dataclass
+class SICNNRecipe(Section):
+    """A SICNN phase's recipe (configs/sicnn/*.yaml), typed: `load_config` checks every key."""
+
+    phase: Phase = "pixel"
+    run_dir: str = "runs/sicnn/pixel"
+    seed: int = 0
+    data_root: str = "runs/sicnn/faces"  # a prepare_faces folder
+    train_split: str = "train"
+    val_split: str = "val"
+    train_faces: int | None = None  # use only the first so many faces (quick runs and tests)
+    val_faces: int | None = None
+    flip: bool = True  # horizontal mirroring of training faces (the sample's `mirror: true`)
+    cnn_h: CnnHArchitecture = field(default_factory=CnnHArchitecture)
+    cnn_r: CnnRArchitecture = field(default_factory=CnnRArchitecture)
+    head: MarginHead = field(default_factory=MarginHead)
+    init_cnn_h: str | None = None  # exports (.safetensors or shipped names) of the previous phases
+    init_cnn_r: str | None = None
     # the CNN-H objective pixel_weight * L_SR + alpha * L_SI (paper Algorithm 1: L_SR + alpha L_SI)
-    "pixel_weight": 1.0, "pixel_reduction": "image_sum", "alpha": 8.0,
+    pixel_weight: float = 1.0
+    pixel_reduction: Literal["image_sum", "mean"] = "image_sum"
+    alpha: float = 8.0
     # the optimiser of the network a phase trains (CNN-R in recognition, CNN-H otherwise) ...
-    "optimizer": "rmsprop", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 2.0e-4,
-    "lr_decay": 0.85, "lr_decay_every": 4000,  # Caffe "step" policy: lr * lr_decay ^ floor(updates / every)
+    optimizer: Optimizer = "rmsprop"
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 2.0e-4
+    lr_decay: float = 0.85  # Caffe "step" policy: lr * lr_decay ^ floor(updates / every)
+    lr_decay_every: int = 4000
     # ... and CNN-R's in domain_integrated
-    "r_optimizer": "sgd", "r_lr": 0.01, "r_momentum": 0.9, "r_weight_decay": 2.5e-4,
-    "r_lr_decay": 0.8, "r_lr_decay_every": 6000,
-    "grad_clip_norm": None,  # clip each update's gradient norm (margin losses can blow up early); None: off
-    "batch_size": 16, "val_batch_size": 64, "num_workers": 0,
-    "max_steps": 4000, "checkpoint_every": 200, "val_every": 1000, "log_every": 50,
-    "num_threads": 2, "precision": "auto", "accelerator": "auto", "devices": 1, "num_nodes": 1, "resume": False,
-}
-_NESTED = ("cnn_h", "cnn_r", "head")
+    r_optimizer: Optimizer = "sgd"
+    r_lr: float = 0.01
+    r_momentum: float = 0.9
+    r_weight_decay: float = 2.5e-4
+    r_lr_decay: float = 0.8
+    r_lr_decay_every: int = 6000
+    grad_clip_norm: float | None = None  # clip each update's gradient norm (margin losses can blow up early)
+    batch_size: int = 16
+    val_batch_size: int = 64
+    num_workers: int = 0
+    max_steps: int = 4000
+    checkpoint_every: int = 200
+    val_every: int = 1000
+    log_every: int = 50
+    num_threads: int = 2
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.phase in ("fixed_si", "domain_integrated") and not self.init_cnn_r:
+            raise ValueError(f"phase {self.phase} needs init_cnn_r (a CNN-R export of the recognition phase)")
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file (after its ``base`` recipes) <- ``overrides`` (None values skipped; ``cnn_h``,
-    ``cnn_r``, ``head`` dicts update their keys). Unknown keys and bad values raise ValueError."""
-    config = load_recipe(path, DEFAULT_CONFIG, overrides)
-    if config["phase"] not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {config['phase']!r}")
-    for key in ("optimizer", "r_optimizer"):
-        if config[key] not in OPTIMIZERS:
-            raise ValueError(f"{key} must be one of {OPTIMIZERS}, got {config[key]!r}")
-    if config["phase"] in ("fixed_si", "domain_integrated") and not config["init_cnn_r"]:
-        raise ValueError(f"phase {config['phase']} needs init_cnn_r (a CNN-R export of the recognition phase)")
-    return config
+DEFAULT_CONFIG = recipe_defaults(SICNNRecipe)
+DEFAULT_CNN_H, DEFAULT_CNN_R, DEFAULT_HEAD = DEFAULT_CONFIG["cnn_h"], DEFAULT_CONFIG["cnn_r"], DEFAULT_CONFIG["head"]
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> SICNNRecipe:
+    """The recipe: `SICNNRecipe`'s defaults <- the YAML ``path`` (after its ``base`` recipes) <- ``overrides``
+    (None values skipped; ``cnn_h``, ``cnn_r``, ``head`` update their keys); every key type-checked, an unknown key
+    or a wrong value is a one-line ValueError naming it."""
+    return typed_recipe(SICNNRecipe, path, overrides)
 
 
 def make_optimizer(name: str, module: torch.nn.Module, lr: float, momentum: float,
@@ -138,11 +193,10 @@ def frozen(module: torch.nn.Module):
 
 
 def psnr(super_resolved: torch.Tensor, high_resolution: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of faces in [-1, 1] (peak-to-peak 2, i.e. the 0..255 PSNR): ``[B]``."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio  # the evaluator's PSNR (psnr_ssim)
+    """Per-image PSNR in dB of faces in [-1, 1] (the evaluator's `evaluate.psnr` at data range 2): ``[B]``."""
+    from .evaluate import psnr as image_psnr
 
-    return peak_signal_noise_ratio(super_resolved.clamp(-1, 1).float(), high_resolution.float(), data_range=2.0,
-                                   reduction="none", dim=(1, 2, 3)).reshape(-1)
+    return image_psnr(super_resolved.clamp(-1, 1), high_resolution, data_range=2.0)
 
 
 class SICNNModule(L.LightningModule):
@@ -154,7 +208,9 @@ class SICNNModule(L.LightningModule):
 
     def __init__(self, config: dict, num_classes: int, identities: list[str] | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": config, "num_classes": num_classes, "identities": identities})
+        # plain data in checkpoints (read back with weights_only)
+        plain = config.as_dict() if isinstance(config, Section) else config
+        self.save_hyperparameters({"config": plain, "num_classes": num_classes, "identities": identities})
         self.automatic_optimization = False
         self.config, self.phase, self.num_classes = config, config["phase"], num_classes
         self.identities = identities
@@ -497,25 +553,7 @@ def loss_gradient_norms(cnn_h: HallucinationNet, cnn_r: RecognitionNet, data_roo
     return {"batches": rows, "median_grad_ratio": ratios[len(ratios) // 2]}
 
 
-def main() -> None:
-    from ..core.cli import train_module_main
-
-    def add_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--gradient-norms", nargs=2, metavar=("CNN_H", "CNN_R"),
-                            help="only measure |grad L_SR| / |grad L_SI| on CNN-H for these exports (choosing alpha)")
-        parser.add_argument("--data", default="runs/sicnn/faces", help="the prepared faces for --gradient-norms")
-
-    def gradient_norms(args: argparse.Namespace):
-        if not args.gradient_norms:
-            return {}
-        torch.set_num_threads(args.num_threads or torch.get_num_threads())
-        cnn_h, cnn_r = load_cnn_h(args.gradient_norms[0]), load_cnn_r(args.gradient_norms[1])
-        print(json.dumps(loss_gradient_norms(cnn_h.float(), cnn_r.float(), args.data)))
-        return True
-
-    train_module_main(__doc__.splitlines()[0], "configs/sicnn/<phase>.yaml", train_sicnn, export_checkpoint,
-                      add_options, gradient_norms)
-
-
 if __name__ == "__main__":
-    main()
+    from ..core.cli import train_main
+
+    train_main("sicnn")
