@@ -249,10 +249,12 @@ def test_one_line_errors(capsys, prepared, weights, tmp_path, argv, message):
 
 
 def test_missing_shipped_weights_is_a_one_line_error(capsys, prepared, monkeypatch):
-    from keenvision.sicnn import model
+    from keenvision.core import registry
 
     # an install without the file (a trimmed wheel): the name resolves to a file that is not there
-    monkeypatch.setitem(model.SHIPPED, "sicnn-celeba", "absent_cnn_h.safetensors")
+    shipped = registry.shipped_files
+    monkeypatch.setattr(registry, "shipped_files", lambda system: {
+        **shipped(system), **({"sicnn-celeba": "absent_cnn_h.safetensors"} if system == "sicnn" else {})})
     line = one_line_error(capsys, "sicnn", "eval", "--data", prepared)
     assert "sicnn-celeba" in line and "not in this install" in line
 
