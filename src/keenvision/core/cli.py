@@ -172,11 +172,16 @@ def parse_size(text: str, option: str = "--size", minimum: int = 32) -> tuple[in
     return height, width
 
 
-def add_size_option(parser, option: str, default: str, help: str, minimum: int = 32) -> None:
-    """A HEIGHTxWIDTH option, parsed to ``(height, width)`` (a bad one is a one-line usage error)."""
+def add_size_option(parser, option: str, default: str, help: str, minimum: int = 32, several: bool = False) -> None:
+    """A HEIGHTxWIDTH option, parsed to ``(height, width)`` (a bad one is a one-line usage error); ``several``: one
+    or more sizes, a list of them (``default`` then names them separated by spaces)."""
     def size(text: str) -> tuple[int, int]:
         return parse_size(text, option, minimum)
 
+    if several:
+        add_option(parser, option, convert=size, nargs="+", default=[size(text) for text in default.split()],
+                   help=f"{help}, HEIGHTxWIDTH ... (default {default})")
+        return
     add_option(parser, option, convert=size, default=size(default), help=f"{help}, HEIGHTxWIDTH (default {default})")
 
 

@@ -1,4 +1,5 @@
-"""Speed, size and cost of FarSee-Net variants next to a BiSeNetV2-sized reference network, in one run.
+"""Speed, size and cost of FarSee-Net variants next to ENet-, ESPNet-, DDRNet-23-slim- and BiSeNetV2-sized reference
+networks, in one run.
 
 Protocol: batch 1 of random normalised-looking pixels, random weights (speed does not depend on them), no
 autograd, warm-up calls discarded, CUDA synchronised around every timed call (:func:`keenvision.core.bench.measure`);
@@ -7,7 +8,8 @@ and the median round is reported. fp32 on CPU, fp16 on CUDA (the paper's and BiS
 GFLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs; GMACs are
 half of it), on meta tensors so that counting a 2048x1024 input costs nothing.
 
-The reference network is `bisenetv2.BiSeNetV2Reference` (its own file; untrained, a size and speed reference).
+The reference networks are `references` (ENet, ESPNet, DDRNet-23-slim) and `bisenetv2.BiSeNetV2Reference`, untrained:
+size and speed references, not trained models.
 """
 
 from __future__ import annotations
@@ -47,28 +49,48 @@ def counted_gflops(model: nn.Module, size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def default_networks(num_classes: int = 19) -> dict[str, Callable[[], nn.Module]]:
-    """Constructors of the benchmarked networks by row label (random weights, nothing downloaded)."""
+def default_networks(num_classes: int = 11) -> dict[str, Callable[[], nn.Module]]:
+    """Constructors of the benchmarked networks by row label (random weights, nothing downloaded): the shipped
+    FarSee-Net's architecture, its sub-sampled/full-input and bilinear-head comparisons, the earlier from-scratch
+    recipes, and ENet-, ESPNet-, DDRNet-23-slim- and BiSeNetV2-sized references."""
     from .model import FarSeeNet
+    from .references import REFERENCE_NETWORKS
+
+    def lite0(**options) -> Callable[[], nn.Module]:  # the shipped farsee-camvid (configs/farsee/camvid_lite0.yaml)
+        settings = {"backbone": "efficientnet_lite0", "width": 128, "input_scale": 0.75, "full_resolution": True}
+        return lambda: FarSeeNet(num_classes, **{**settings, **options})
 
     return {
-        "FarSee-Net, sub-sampled input (x0.5)": lambda: FarSeeNet(num_classes, head="sr", input_scale=0.5),
-        "FarSee-Net, full input (x1.0)": lambda: FarSeeNet(num_classes, head="sr", input_scale=1.0),
-        "FarSee-Net, bilinear head (x0.5)": lambda: FarSeeNet(num_classes, head="bilinear", input_scale=0.5),
-        # the small-backbone recipe (configs/farsee/camvid_mobilenet*.yaml) and its head ablation
-        "FarSee-Net MobileNetV3-L 0.75, full-res SR head (x0.5)": lambda: FarSeeNet(
+        "FarSee-Net EfficientNet-Lite0, sub-sampled input (x0.75; farsee-camvid)": lite0(),
+        "FarSee-Net EfficientNet-Lite0, full input (x1.0)": lite0(input_scale=1.0),
+        "FarSee-Net EfficientNet-Lite0, bilinear head (x0.75)": lite0(head="bilinear", full_resolution=False),
+        "FarSee-Net MobileNetV3-L 0.75, sub-sampled input (x0.5; the from-scratch recipe)": lambda: FarSeeNet(
             num_classes, backbone="mobilenetv3_large_075", width=128, input_scale=0.5, full_resolution=True),
-        "FarSee-Net MobileNetV3-L 0.75, bilinear head (x0.5)": lambda: FarSeeNet(
-            num_classes, backbone="mobilenetv3_large_075", head="bilinear", width=128, input_scale=0.5),
+        "FarSee-Net ResNet-18, sub-sampled input (x0.5; the notes' reading)": lambda: FarSeeNet(
+            num_classes, head="sr", input_scale=0.5),
+        "ENet-sized reference (untrained)": lambda: REFERENCE_NETWORKS["enet"](num_classes),
+        "ESPNet-sized reference (untrained)": lambda: REFERENCE_NETWORKS["espnet"](num_classes),
+        "DDRNet-23-slim-sized reference (untrained)": lambda: REFERENCE_NETWORKS["ddrnet23-slim"](num_classes),
         "BiSeNetV2-sized reference (untrained)": lambda: BiSeNetV2Reference(num_classes),
     }
+
+
+def with_ratios(result: dict[str, Any]) -> dict[str, Any]:
+    """Adds ``fps_vs_enet`` and ``gflops_vs_enet`` to each row of a `benchmark_networks` result that has an ENet
+    row (the speed bar of the FarSee-Net issue: at least ENet's fps in the same run)."""
+    enet = next((row for row in result["rows"] if row["network"].startswith("ENet")), None)
+    if enet is not None:
+        for row in result["rows"]:
+            row["fps_vs_enet"] = row["fps"] / enet["fps"]
+            row["gflops_vs_enet"] = row["gflops"] / enet["gflops"]
+    return result
 
 
 def benchmark_networks(
     size: tuple[int, int] = (1024, 2048),
     device: str | None = "cpu",
     networks: dict[str, Callable[[], nn.Module]] | None = None,
-    num_classes: int = 19,
+    num_classes: int = 11,
     repeats: int = 5,
     warmup: int = 1,
 ) -> dict[str, Any]:
@@ -109,6 +131,6 @@ def benchmark_networks(
     device_name = str(device)
     if torch.device(device).type == "cuda":
         device_name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return {"size": [height, width], "device": device_name, "dtype": str(dtype).removeprefix("torch."),
+    return with_ratios({"size": [height, width], "device": device_name, "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup, "num_classes": num_classes,
-            "rows": list(rows.values())}
+            "rows": list(rows.values())})

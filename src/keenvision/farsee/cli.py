@@ -46,11 +46,11 @@ def add_commands(commands: argparse._SubParsersAction, tools: argparse._SubParse
     shared.add_json_option(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
-    bench = tools.add_parser("bench", help="fps, latency, params and GFLOPs: FarSee-Net variants vs a "
-                                           "BiSeNetV2-sized reference (random weights)")
-    shared.add_size_option(bench, "--size", "1024x2048", "input size")
+    bench = tools.add_parser("bench", help="fps, latency, params and GFLOPs: FarSee-Net variants vs ENet-, ESPNet-, "
+                                           "DDRNet-23-slim- and BiSeNetV2-sized references (random weights)")
+    shared.add_size_option(bench, "--size", "384x480 720x960", "input sizes", several=True)
     shared.add_device_option(bench, "cpu", "cpu (default, fp32) or cuda (fp16)")
-    shared.add_option(bench, "--classes", type=int, default=19, minimum=1, help="output classes (default 19)")
+    shared.add_option(bench, "--classes", type=int, default=11, minimum=1, help="output classes (default 11, CamVid)")
     shared.add_option(bench, "--repeats", type=int, default=5, minimum=1, help="timed rounds (default 5)")
     shared.add_option(bench, "--warmup", type=int, default=1, minimum=0, help="discarded calls per network (default 1)")
     shared.add_threads_option(bench)
@@ -141,16 +141,17 @@ def run_bench(args: argparse.Namespace) -> int:
     from .benchmark import benchmark_networks
 
     shared.set_threads(args.threads)
-    height, width = args.size
-    result = benchmark_networks(args.size, args.device, num_classes=args.classes, repeats=args.repeats,
-                                warmup=args.warmup)
-    print(f"FarSee-Net speed at {height}x{width}, batch 1, {result['dtype']} on {result['device']}, "
-          f"{result['threads']} threads, median of {args.repeats} rounds, random weights")
-    rows = [[row["network"], f"{row['params'] / 1e6:.2f}", f"{row['gflops']:.1f}", f"{row['latency_ms']:.1f}",
-             f"{row['fps']:.2f}"] for row in result["rows"]]
-    print(format_table(["network", "params (M)", "GFLOPs", "latency (ms)", "fps"], rows))
+    results = [benchmark_networks(size, args.device, num_classes=args.classes, repeats=args.repeats,
+                                  warmup=args.warmup) for size in args.size]
+    first = results[0]
+    print(f"FarSee-Net speed, batch 1, {first['dtype']} on {first['device']}, {first['threads']} threads, "
+          f"{args.classes} classes, median of {args.repeats} alternating rounds, random weights")
+    rows = [[f"{result['size'][0]}x{result['size'][1]}", row["network"], f"{row['params'] / 1e6:.2f}",
+             f"{row['gflops']:.1f}", f"{row['latency_ms']:.1f}", f"{row['fps']:.2f}", f"{row['fps_vs_enet']:.2f}x"]
+            for result in results for row in result["rows"]]
+    print(format_table(["input HxW", "network", "params (M)", "GFLOPs", "latency (ms)", "fps", "fps vs ENet"], rows))
     if args.json:
-        shared.print_json(result)
+        shared.print_json(results[0] if len(results) == 1 else {"results": results})
     return 0
 
 
