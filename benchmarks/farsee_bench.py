@@ -9,8 +9,8 @@ Batch 1, random weights (speed does not depend on them), fp32 on CPU / fp16 on C
 rounds (median), warm-up discarded (keenvision.farsee.benchmark). GFLOPs counted by FlopCounterMode (a multiply-add
 counts 2). The reference networks are our untrained re-implementations, size and speed references only. Ratios:
 speed and GFLOPs of every row relative to FarSee-Net with full input, and fps relative to the ENet-sized reference
-(the speed bar: at least ENet's fps in the same run). ``--save`` writes the table and the JSON to benchmarks/results/farsee_<device>.txt; nothing is written
-otherwise.
+(the speed bar: at least ENet's fps in the same run). ``--save`` writes the table and the JSON to
+benchmarks/results/farsee_<device>.txt; nothing is written otherwise.
 
 On a CPU shared with other work, give --threads no larger than the idle cores (see diffrate_bench.py).
 """
