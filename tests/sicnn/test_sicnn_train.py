@@ -256,6 +256,24 @@ def test_recognition_verification_applies_the_chosen_threshold(pretrained, faces
     assert -1 <= result["threshold"] <= 1
 
 
+def test_recognition_verification_of_hallucinated_faces(pretrained, faces):
+    """With a CNN-H, the report split's pairs are also scored with one side hallucinated; a CNN-H that outputs grey
+    faces carries no identity: chance accuracy, while the HR pairs keep theirs."""
+    from keenvision.sicnn.evaluate import recognition_verification
+    from keenvision.sicnn.model import load_cnn_h, load_cnn_r
+
+    class Grey(torch.nn.Module):
+        def forward(self, low_resolution):
+            return torch.zeros(low_resolution.shape[0], 3, 112, 96)
+
+    cnn_r = load_cnn_r(pretrained["cnn_r"])
+    grey = recognition_verification(cnn_r, faces, "val", "val", cnn_h=Grey())
+    assert grey["hallucinated"]["accuracy_at_chosen_threshold"] == pytest.approx(0.5)
+    trained = recognition_verification(cnn_r, faces, "val", "val", cnn_h=load_cnn_h(pretrained["cnn_h"]))
+    assert trained["accuracy_at_chosen_threshold"] == grey["accuracy_at_chosen_threshold"]
+    assert 0 <= trained["hallucinated"]["verification_auc"] <= 1
+
+
 @pytest.mark.parametrize("name", ["recognition", "recognition_3200", "pixel", "pixel_residual", "fixed_si",
                                   "domain_integrated", "fixed_si_residual", "domain_integrated_residual"])
 def test_shipped_recipes_load(name):

@@ -373,26 +373,44 @@ def measure_throughput(model: nn.Module, batch_sizes: Sequence[int] = (1, 64), d
 
 
 def recognition_verification(cnn_r: nn.Module, data: str | Path, choose_split: str = "val",
-                             report_split: str = "test", batch_size: int = 64) -> dict:
+                             report_split: str = "test", batch_size: int = 64, cnn_h: nn.Module | None = None,
+                             origin: str | None = None) -> dict:
     """CNN-R's verification on HR faces of identities it never saw: all pairs of ``report_split`` (identities with
     two faces or more), same/different weighted equally, at the cosine threshold that is best on
     ``choose_split`` (so no number is chosen on the split it reports); also each split's ROC AUC and its own
-    best-threshold accuracy (optimistic, the figure `train`'s validation logs)."""
+    best-threshold accuracy (optimistic, the figure `train`'s validation logs).
+
+    ``cnn_h``: also the report split's pairs with one side hallucinated (``hallucinated``: face i's CNN-H output
+    from its 12x14 reduction against HR face j, every i != j), at the same HR-chosen threshold. ``origin``: only
+    report identities prepared from that source folder."""
     from torch.utils.data import DataLoader
 
-    from .data import FaceIdentityDataset
+    from .data import FaceIdentityDataset, degrade
     from .train import pair_verification
 
     cnn_r = cnn_r.float().eval()
     result = {}
-    for role, split in enumerate((choose_split, report_split)):
-        faces = FaceIdentityDataset(data, split, min_faces_per_identity=2)
-        embeddings, labels = [], []
+
+    def embed(faces, network=None):
+        outputs, labels = [], []
         with torch.inference_mode():
             for batch, batch_labels in DataLoader(faces, batch_size=batch_size):
-                embeddings.append(torch.nn.functional.normalize(cnn_r.embed(batch), dim=1))
+                if network is not None:
+                    batch = network(degrade(batch)).clamp(-1, 1)
+                outputs.append(torch.nn.functional.normalize(cnn_r.embed(batch), dim=1))
                 labels.append(batch_labels)
-        embeddings, labels = torch.cat(embeddings), torch.cat(labels)
+        return torch.cat(outputs), torch.cat(labels)
+
+    def accuracy_at(scores, same) -> float:
+        return float(((scores[same] >= threshold).float().mean() + (scores[~same] < threshold).float().mean()) / 2)
+
+    for role, split in enumerate((choose_split, report_split)):
+        faces = FaceIdentityDataset(data, split, min_faces_per_identity=2)
+        if role == 1 and origin is not None:
+            keep = faces.origin_identities(origin)
+            faces.samples = [sample for sample in faces.samples if faces.identities[sample[1]] in keep]
+            faces.labels = torch.tensor([label for _, label in faces.samples])
+        embeddings, labels = embed(faces)
         similarity = embeddings @ embeddings.T
         upper = torch.triu(torch.ones_like(similarity, dtype=torch.bool), diagonal=1)
         same, scores = (labels[:, None] == labels[None, :])[upper], similarity[upper]
@@ -402,9 +420,23 @@ def recognition_verification(cnn_r: nn.Module, data: str | Path, choose_split: s
             true_negative = torch.searchsorted(scores[~same].sort().values, thresholds) / int((~same).sum())
             threshold = float(thresholds[((true_positive + true_negative) / 2).argmax()])
         else:
-            accuracy = ((scores[same] >= threshold).float().mean() + (scores[~same] < threshold).float().mean()) / 2
-            result["accuracy_at_chosen_threshold"] = float(accuracy)
+            result["accuracy_at_chosen_threshold"] = accuracy_at(scores, same)
+            if cnn_h is not None:
+                hallucinated, _ = embed(faces, cnn_h.float().eval())
+                cross = hallucinated @ embeddings.T
+                off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+                pair_same = (labels[:, None] == labels[None, :])[off_diagonal]
+                result["hallucinated"] = {"accuracy_at_chosen_threshold": accuracy_at(cross[off_diagonal], pair_same),
+                                          "verification_auc": float(binary_auroc_scores(cross[off_diagonal],
+                                                                                        pair_same))}
         result[split] = {"faces": len(faces), "identities": int(labels.unique().numel()),
                          **pair_verification(embeddings, labels)}
     result["threshold"], result["chosen_on"], result["reported_on"] = threshold, choose_split, report_split
     return result
+
+
+def binary_auroc_scores(scores: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """ROC AUC of similarity ``scores`` for ``same`` pairs (torchmetrics)."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    return binary_auroc(scores, same.long())
