@@ -9,7 +9,7 @@ import torch
 
 from keenvision.core.weights import WeightsError
 from keenvision.sicnn import ArcFaceHead, CosFaceHead, HallucinationNet, RecognitionNet, SphereFaceHead, load_cnn_h
-from keenvision.sicnn.model import PAPER_CNN_H, PAPER_CNN_R, SHIPPED, load_cnn_r
+from keenvision.sicnn.model import PAPER_CNN_H, PAPER_CNN_R, load_cnn_r
 from keenvision.sicnn.train import export_cnn_h, export_cnn_r
 
 TINY_H = {"stem_channels": 8, "growth": 4, "dense_layers": [2, 2, 2, 1], "upsample_channels": 8}
@@ -165,7 +165,11 @@ def test_cnn_r_export_round_trip_with_head(tmp_path):
 def test_load_cnn_h_errors(tmp_path, monkeypatch):
     shipped = load_cnn_h("sicnn-celeba")  # the shipped weights: checksum-checked, eval mode
     assert isinstance(shipped, HallucinationNet) and not shipped.training
-    monkeypatch.setitem(SHIPPED, "sicnn-celeba", "absent_cnn_h.safetensors")
+    from keenvision.core import registry
+
+    shipped_files = registry.shipped_files  # a trimmed install: the name resolves to a file that is not there
+    monkeypatch.setattr(registry, "shipped_files", lambda system: {
+        **shipped_files(system), **({"sicnn-celeba": "absent_cnn_h.safetensors"} if system == "sicnn" else {})})
     with pytest.raises(FileNotFoundError, match="sicnn-celeba"):
         load_cnn_h("sicnn-celeba")
     with pytest.raises(FileNotFoundError):

@@ -132,6 +132,23 @@ class Section:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class TrainerSettings(Section):
+    """The keys every training recipe shares, for `core.training.build_trainer`: the step budget, checkpoint and
+    validation intervals, threads and Lightning's accelerator, devices, nodes and precision. A recipe subclasses it
+    and redeclares a field to change its default."""
+
+    max_steps: int = 4000
+    checkpoint_every: int = 200
+    val_every: int = 1000
+    num_threads: int = 2
+    precision: str = "auto"  # auto: 16-mixed on a GPU, 32-true on the CPU
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    resume: bool = False
+
+
 def recipe_defaults(recipe_class: type[Section]) -> dict:
     """The defaults of a typed recipe as the nested dict `load_recipe` merges over."""
     return dataclasses.asdict(recipe_class())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.recipe import Section, recipe_defaults, typed_recipe
+from ..core.recipe import Section, TrainerSettings, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import load_into, open_weights, save_weights
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: F401 - CIFAR10_CLASSES: public here too
@@ -38,7 +38,7 @@ class VitArchitecture(Section):
 
 
 @dataclass
-class CifarVitRecipe(Section):
+class CifarVitRecipe(TrainerSettings):
     """The CIFAR-10 ViT recipe (configs/diffrate/cifar10_vit.yaml), typed: `load_config` checks every key."""
 
     run_dir: str = "runs/diffrate/cifar10_vit"
@@ -49,16 +49,11 @@ class CifarVitRecipe(Section):
     lr: float = 1.0e-3
     weight_decay: float = 0.05
     warmup_steps: int = 500
-    max_steps: int = 6000
     label_smoothing: float = 0.1
+    max_steps: int = 6000
     checkpoint_every: int = 500
     val_every: int = 2000
-    num_threads: int = 2
     precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    resume: bool = False
     images_per_class: int | None = None
     init_weights: str | None = None  # a safetensors export (or "shipped") to continue from, fresh optimiser
     # Fine-tuning with a fixed DiffRate schedule (the public recipe: lr 2e-5 x batch/512, drop-path 0.1): the model

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..core.data import data_root
-from ..core.recipe import Section, recipe_defaults, typed_recipe
+from ..core.recipe import Section, TrainerSettings, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, checkpoint_entry, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import WeightsError, open_weights, save_weights
 from .backbones import BACKBONE_WEIGHTS, backbone_weights_source
@@ -68,7 +68,7 @@ class FarSeeArchitecture(Section):
 
 
 @dataclass
-class FarSeeRecipe(Section):
+class FarSeeRecipe(TrainerSettings):
     """A FarSee-Net training recipe (configs/farsee/*.yaml), typed: `load_config` checks every key."""
 
     run_dir: str = "runs/farsee/camvid"
@@ -102,15 +102,7 @@ class FarSeeRecipe(Section):
     ohem_threshold: float = 0.7
     ohem_min_kept: int = 100_000
     max_steps: int = 6000
-    checkpoint_every: int = 200
-    val_every: int = 1000
     log_every: int = 50
-    num_threads: int = 2
-    precision: str = "auto"  # auto: 16-mixed on a GPU, 32-true on the CPU
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    resume: bool = False
     # warm start (when there is no checkpoint to resume): a shipped name ("farsee-camvid") or an export's path; its
     # weights are loaded and the step count (its global_step) continues, so each sitting adds to the last one
     init_weights: str | None = None

@@ -259,36 +259,43 @@ class SphereFaceHead(nn.Module):
         return logits.scatter(1, labels[:, None], target)
 
 
-class CosFaceHead(nn.Module):
-    """CosFace / large-margin cosine loss (Wang et al. 2018): logits ``s cos theta_j``, target ``s (cos theta_y -
-    m)``. ``forward(x [B, D], labels [B] | None) -> [B, K]``."""
+class _CosineMarginHead(nn.Module):
+    """Class weights compared by cosine with the embeddings, scaled by ``s``; subclasses set the target's margin."""
 
-    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 64.0, margin: float = 0.35):
+    def __init__(self, embedding_dim: int, num_classes: int, scale: float, margin: float):
         super().__init__()
         self.scale, self.margin = float(scale), float(margin)
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
 
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+class CosFaceHead(_CosineMarginHead):
+    """CosFace / large-margin cosine loss (Wang et al. 2018): logits ``s cos theta_j``, target ``s (cos theta_y -
+    m)``. ``forward(x [B, D], labels [B] | None) -> [B, K]``."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 64.0, margin: float = 0.35):
+        super().__init__(embedding_dim, num_classes, scale, margin)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=1).T
+        cosine = self.cosine(embeddings)
         if labels is not None:
             cosine = cosine.scatter(1, labels[:, None], cosine.gather(1, labels[:, None]) - self.margin)
         return self.scale * cosine
 
 
-class ArcFaceHead(nn.Module):
+class ArcFaceHead(_CosineMarginHead):
     """ArcFace / additive angular margin (Deng et al. 2019): logits ``s cos theta_j``, target
     ``s cos(theta_y + m)``; where ``theta_y + m > pi`` (cos(theta + m) would rise again) the target is
     ``s (cos theta_y - m sin m)`` as in InsightFace. ``forward(x [B, D], labels [B] | None) -> [B, K]``."""
 
     def __init__(self, embedding_dim: int, num_classes: int, scale: float = 64.0, margin: float = 0.5):
-        super().__init__()
-        self.scale, self.margin = float(scale), float(margin)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
+        super().__init__(embedding_dim, num_classes, scale, margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=1).T
+        cosine = self.cosine(embeddings)
         if labels is not None:
             cos_target = cosine.gather(1, labels[:, None]).clamp(-1, 1)
             sin_target = torch.sqrt((1 - cos_target ** 2).clamp_min(1e-12))

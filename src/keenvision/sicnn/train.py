@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 
-from ..core.recipe import Section, recipe_defaults, typed_recipe
+from ..core.recipe import Section, TrainerSettings, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
 from ..core.weights import save_weights
 from .data import FaceIdentityDataset, degrade
@@ -90,7 +90,7 @@ class MarginHead(Section):
 
 
 @dataclass
-class SICNNRecipe(Section):
+class SICNNRecipe(TrainerSettings):
     """A SICNN phase's recipe (configs/sicnn/*.yaml), typed: `load_config` checks every key."""
 
     phase: Phase = "pixel"
@@ -129,16 +129,7 @@ class SICNNRecipe(Section):
     batch_size: int = 16
     val_batch_size: int = 64
     num_workers: int = 0
-    max_steps: int = 4000
-    checkpoint_every: int = 200
-    val_every: int = 1000
     log_every: int = 50
-    num_threads: int = 2
-    precision: str = "auto"
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    resume: bool = False
 
     def __post_init__(self):
         if self.phase in ("fixed_si", "domain_integrated") and not self.init_cnn_r:
