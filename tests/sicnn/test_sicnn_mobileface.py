@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from keenvision.cli import main
 from keenvision.core.errors import WeightsError
 from keenvision.sicnn.data import FaceIdentityDataset, prepare_faces
+from keenvision.sicnn.evaluate import pair_verification
 from keenvision.sicnn.mobileface import MobileFaceNet, import_mobileface, read_mxnet_params
 from keenvision.sicnn.model import load_cnn_r
-from keenvision.sicnn.train import pair_verification
 
 PREFIX = "MobileFace_Identification_V2"
 

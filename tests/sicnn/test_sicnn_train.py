@@ -220,7 +220,7 @@ def test_loss_gradient_norms_measure_both_terms_on_cnn_h_only(pretrained, faces)
 
 
 def test_pair_verification_matches_brute_force_and_scales_to_the_val_split():
-    from keenvision.sicnn.train import pair_verification
+    from keenvision.sicnn.evaluate import pair_verification
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(12).repeat_interleave(3)

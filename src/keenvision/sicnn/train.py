@@ -37,7 +37,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
-from torchmetrics.functional.classification import binary_auroc
 
 from ..core.recipe import Section, TrainerSettings, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, fp16_state, read_checkpoint, resume_checkpoint
@@ -330,6 +329,8 @@ class SICNNModule(L.LightningModule):
         if self.phase == "recognition":
             embeddings = torch.cat([o[0] for o in outputs])
             labels = torch.cat([o[1] for o in outputs])
+            from .evaluate import pair_verification
+
             metrics = pair_verification(embeddings, labels)
         else:
             metrics = {key: float(torch.cat([o[key] for o in outputs]).mean()) for key in outputs[0]}
@@ -337,26 +338,6 @@ class SICNNModule(L.LightningModule):
                 metrics["si_loss"] = 2 - 2 * metrics["cosine"]
         self.last_val = metrics
         self.log_dict({f"val/{k}": v for k, v in metrics.items()})
-
-
-def pair_verification(unit_embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """All-pairs verification on unit embeddings ``[N, D]`` of identities ``labels [N]``: ROC AUC of the cosine
-    similarity, and the accuracy at the best threshold with same/different pairs weighted equally."""
-    similarity = unit_embeddings @ unit_embeddings.T
-    upper = torch.triu(torch.ones_like(similarity, dtype=torch.bool), diagonal=1)
-    same = (labels[:, None] == labels[None, :])[upper]
-    scores = similarity[upper]
-    if same.all() or not same.any():
-        return {}
-    auc = float(binary_auroc(scores, same.long()))
-    # "same" when score >= t, for every observed score t at once by binary search (N^2/2 pairs: no pairs x
-    # thresholds matrix); t above every score ("nobody is the same") gives 0.5
-    positives, negatives = scores[same].sort().values, scores[~same].sort().values
-    thresholds = scores.unique()
-    true_positive = 1 - torch.searchsorted(positives, thresholds, side="left") / len(positives)
-    true_negative = torch.searchsorted(negatives, thresholds, side="left") / len(negatives)
-    balanced = max(float(((true_positive + true_negative) / 2).max()), 0.5)
-    return {"verification_auc": auc, "verification_accuracy": balanced}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
