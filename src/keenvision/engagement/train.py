@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..core.data import data_root
 from ..core.progress import progress_bar
-from ..core.recipe import load_recipe
+from ..core.recipe import Section, recipe_defaults, typed_recipe
 from ..core.training import build_trainer
 from .baseline import fit_ridge
 from .data import (
@@ -51,49 +52,75 @@ from .ensemble import EngagementEnsemble
 from .losses import RANK_MARGIN, engagement_loss
 from .model import MILEngagementRegressor
 
-DEFAULT_MODEL = {"hidden": 64, "lstm_layers": 2, "mlp": [128, 64, 32], "dropout": 0.0, "input_mlp": [],
-                 "across_segments": False}
 
-DEFAULT_CONFIG = {
-    "run_dir": "runs/engagement/openface_15seg", "seed": 0,
+@dataclass
+class EngagementModel(Section):
+    """`MILEngagementRegressor`'s arguments."""
+
+    hidden: int = 64
+    lstm_layers: int = 2
+    mlp: list[int] = field(default_factory=lambda: [128, 64, 32])
+    dropout: float = 0.0
+    input_mlp: list[int] = field(default_factory=list)
+    across_segments: bool = False
+
+
+@dataclass
+class EngagementRecipe(Section):
+    """An engagement recipe (configs/engagement/*.yaml), typed: `load_config` checks every key."""
+
+    run_dir: str = "runs/engagement/openface_15seg"
+    seed: int = 0
     # an NPZ path; a relative path that does not exist is looked up under the shared data folder ($KEEN_DATA)
-    "features": "engagement/emotiw2019_openface_15seg_train.npz",
-    "model": DEFAULT_MODEL,
-    "standardise_clip": 5.0,  # robust z-scores are clipped to +-this (OpenFace tracking failures, see data.py)
+    features: str = "engagement/emotiw2019_openface_15seg_train.npz"
+    model: EngagementModel = field(default_factory=EngagementModel)
+    standardise_clip: float = 5.0  # robust z-scores are clipped to +-this (OpenFace tracking failures, see data.py)
     # the 2019 code: Adam 2e-3, batch 12, 20 epochs, lr x0.1 at 30/50/80 % of the epochs, weight decay 1e-4
-    "batch_size": 12, "lr": 2.0e-3, "weight_decay": 1.0e-4, "epochs": 20,
-    "lr_decay_at": [0.3, 0.5, 0.8], "lr_decay": 0.1,
-    "rank_weight": 0.0,  # 0: MSE only (as the 2019 code trained); > 0 adds the rank loss on the pooled features
-    "rank_margin": RANK_MARGIN,
-    "bag_models": 10, "bootstrap": True,  # N models, each on a bootstrap resample (False: all data, other seeds)
+    batch_size: int = 12
+    lr: float = 2.0e-3
+    weight_decay: float = 1.0e-4
+    epochs: int = 20
+    lr_decay_at: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.8])
+    lr_decay: float = 0.1
+    rank_weight: float = 0.0  # 0: MSE only (as the 2019 code trained); > 0 adds the rank loss on the pooled features
+    rank_margin: float = RANK_MARGIN
+    bag_models: int = 10
+    bootstrap: bool = True  # N models, each on a bootstrap resample (False: all data, other seeds)
     # the intensity blends the models' mean with ridge on segment mean+std (baseline.py): 0 models only, 1 ridge only
-    "ridge_weight": 0.0,
+    ridge_weight: float = 0.0
     # face-recognition features of the same videos (a VGGFace2 NPZ) whose pseudo-learners (`learner_groups`) keep
     # each learner's videos in one fold of every CV; null: folds by video (optimistic: learners recur)
-    "learner_groups_from": None,
-    "cv_folds": 5, "cv_repeats": 1,  # cross-validation of the recipe before the final training (0: skip)
-    "select": None,  # {key: [candidates]} chosen by CV on the training data (nested inside the outer CV)
-    "select_folds": 4, "select_bag_models": 1,  # the selection's inner CV (single models: the grid is costly)
-    "num_threads": 1, "accelerator": "cpu", "precision": "32-true",
-    "export_name": "engagement_openface_15seg.safetensors",  # written into run_dir
-}
+    learner_groups_from: str | None = None
+    cv_folds: int = 5  # cross-validation of the recipe before the final training (0: skip)
+    cv_repeats: int = 1
+    select: dict[str, list] | None = None  # {key: [candidates]} chosen by CV on the training data (nested in the CV)
+    select_folds: int = 4  # the selection's inner CV (single models: the grid is costly)
+    select_bag_models: int = 1
+    num_threads: int = 1
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    export_name: str = "engagement_openface_15seg.safetensors"  # written into run_dir
+
+    def __post_init__(self):
+        unknown = [f"select.{key}" for key in self.select or {}
+                   if key not in self.keys() and not (key.startswith("model.") and key[6:] in self.model.keys())]
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}")
+        if self.bag_models < 1:
+            raise ValueError(f"bag_models must be >= 1, got {self.bag_models}")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ValueError(f"cv_folds must be 0 (no cross-validation) or >= 2, got {self.cv_folds}")
+
+
+DEFAULT_CONFIG = recipe_defaults(EngagementRecipe)
+DEFAULT_MODEL = DEFAULT_CONFIG["model"]
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
-    """Defaults <- YAML file <- ``overrides`` (None values skipped; a ``model`` dict updates the model keys).
-    Unknown keys raise ValueError."""
-    config = load_recipe(path, DEFAULT_CONFIG, overrides)
-    unknown = []
-    for key in config.get("select") or {}:
-        if key not in DEFAULT_CONFIG and not (key.startswith("model.") and key[6:] in DEFAULT_MODEL):
-            unknown.append(f"select.{key}")
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
-    if config["bag_models"] < 1:
-        raise ValueError(f"bag_models must be >= 1, got {config['bag_models']}")
-    if config["cv_folds"] == 1 or config["cv_folds"] < 0:
-        raise ValueError(f"cv_folds must be 0 (no cross-validation) or >= 2, got {config['cv_folds']}")
-    return config
+    """`EngagementRecipe`'s defaults <- the YAML ``path`` <- ``overrides`` (None values skipped; a ``model`` dict
+    updates the model keys), every key type-checked (one-line ValueError naming an unknown key or a wrong value);
+    returned as a plain dict, the form `with_setting` varies and the export's metadata records."""
+    return typed_recipe(EngagementRecipe, path, overrides).as_dict()
 
 
 def with_setting(config: dict, key: str, value) -> dict:

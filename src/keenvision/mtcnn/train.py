@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -23,7 +25,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from ..core.data import data_root
-from ..core.recipe import load_recipe
+from ..core.recipe import Section, recipe_defaults, typed_recipe
 from ..core.training import build_trainer, resume_checkpoint
 from ..core.weights import load_into, open_weights, save_weights, sha256
 from .data import (
@@ -51,74 +53,97 @@ from .model import STAGES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG: dict = {
-    "stage": "pnet",  # pnet | rnet | onet
-    "run_dir": "runs/mtcnn/pnet",  # checkpoints, logs, sample caches and the exported weights go here
-    "seed": 0,
-    "resume": False,  # continue from <run_dir>/checkpoints/last.ckpt when it exists
-    "landmarks": True,  # landmark head on P/R-Net as in the paper's figure (O-Net always has one)
-    "init_weights": None,  # start from a weights file's <stage>.* tensors ("shipped": the authors' weights)
-    "optimizer": "adam",  # adam | sgd
-    "lr": 0.001,
-    "momentum": 0.9,  # sgd only
-    "weight_decay": 0.0005,
-    "lr_decay_steps": [],  # multiply the learning rate by lr_decay_factor at these optimizer steps
-    "lr_decay_factor": 0.1,
-    "batch_size": 384,
-    "max_steps": 10000,
-    "max_epochs": None,  # None: bounded by max_steps only
-    "steps_per_epoch": 500,  # batches per epoch (the ratio sampler has no natural epoch); validation after each
-    "checkpoint_every": 500,  # steps between saves of last.ckpt (it is also written when training ends)
-    "alpha": None,  # {face, box, landmark} task weights; None: the paper's, (1, 0.5, 0.5) P/R-Net, (1, 0.5, 1) O-Net
-    "ohem_ratio": 0.7,  # fraction of the hardest classification losses back-propagated per batch
-    "sample_ratio": {"negative": 3, "positive": 1, "part": 1, "landmark": 2},  # per batch
-    "flip": True,  # random horizontal mirroring, targets mirrored too
-    "num_workers": 0,
-    "accelerator": "auto",
-    "devices": "auto",
-    "num_nodes": 1,  # more than 1: multi-node DDP (one process per node, e.g. under SLURM or torchrun)
-    "strategy": "auto",
-    "num_threads": None,  # CPU threads for torch; None: torch's default
-    "precision": "32-true",
-    "log_every_n_steps": 10,
-    "progress_bar": False,
-    "data_cache": None,  # converted annotations and pseudo-labels; None: <run_dir>/data
-    "data": {
-        "train": {"boxes": [], "landmarks": []},
-        "val": {"boxes": [], "landmarks": []},
-    },
-    "crops": {
-        "negatives_per_image": 50,
-        "negatives_near_face": 5,
-        "shifted_per_face": 20,
-        "landmark_crops_per_face": 10,
-        "min_face_size": 20,
-        "min_crop_size": 12,
-    },
-    "mining": {  # R-Net / O-Net only
-        "enabled": True,  # add the earlier stages' proposals as samples
-        "random_crops": True,  # also add random crops as for P-Net (proposals alone give few positives)
-        "pnet": "shipped",  # weights for the P-Net doing the mining: a file with pnet.* keys, or "shipped"
-        "rnet": "shipped",  # the same for R-Net (O-Net mining runs P-Net then R-Net)
-        "min_face_size": 20,
-        "factor": 0.709,
-        "thresholds": [0.6, 0.7, 0.7],
-        "max_negatives_per_image": 100,
-    },
-}
+@dataclass
+class CropRecipe(Section):
+    """Random training crops per image / face (`data` sources may override them)."""
+
+    negatives_per_image: int = 50
+    negatives_near_face: int = 5
+    shifted_per_face: int = 20
+    landmark_crops_per_face: int = 10
+    min_face_size: int = 20
+    min_crop_size: int = 12
+
+
+@dataclass
+class MiningSettings(Section):
+    """R-Net / O-Net only: the earlier stages' proposals as samples (online hard sample mining's inputs)."""
+
+    enabled: bool = True  # add the earlier stages' proposals as samples
+    random_crops: bool = True  # also add random crops as for P-Net (proposals alone give few positives)
+    pnet: str = "shipped"  # weights for the P-Net doing the mining: a file with pnet.* keys, or "shipped"
+    rnet: str = "shipped"  # the same for R-Net (O-Net mining runs P-Net then R-Net)
+    min_face_size: float = 20
+    factor: float = 0.709
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    max_negatives_per_image: int = 100
+
+
+def _no_sources() -> dict[str, list]:
+    return {"boxes": [], "landmarks": []}
+
+
+@dataclass
+class DataSources(Section):
+    """Annotation sources per split, each ``{boxes: [...], landmarks: [...]}`` (set whole by a recipe)."""
+
+    train: dict[str, list] = field(default_factory=_no_sources)
+    val: dict[str, list] = field(default_factory=_no_sources)
+
+
+@dataclass
+class MTCNNRecipe(Section):
+    """An MTCNN stage's recipe (configs/mtcnn/*.yaml), typed: `load_config` checks every key."""
+
+    stage: Literal["pnet", "rnet", "onet"] = "pnet"
+    run_dir: str = "runs/mtcnn/pnet"  # checkpoints, logs, sample caches and the exported weights go here
+    seed: int = 0
+    resume: bool = False  # continue from <run_dir>/checkpoints/last.ckpt when it exists
+    landmarks: bool = True  # landmark head on P/R-Net as in the paper's figure (O-Net always has one)
+    init_weights: str | None = None  # start from a weights file's <stage>.* tensors ("shipped": the authors' weights)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.001
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0005
+    lr_decay_steps: list[int] = field(default_factory=list)  # multiply the lr by lr_decay_factor at these steps
+    lr_decay_factor: float = 0.1
+    batch_size: int = 384
+    max_steps: int | None = 10000
+    max_epochs: int | None = None  # None: bounded by max_steps only
+    steps_per_epoch: int = 500  # batches per epoch (the ratio sampler has no natural epoch); validation after each
+    checkpoint_every: int = 500  # steps between saves of last.ckpt (it is also written when training ends)
+    # {face, box, landmark} task weights; None: the paper's, (1, 0.5, 0.5) P/R-Net, (1, 0.5, 1) O-Net
+    alpha: dict[str, float] | None = None
+    ohem_ratio: float = 0.7  # fraction of the hardest classification losses back-propagated per batch
+    sample_ratio: dict[str, int] = field(default_factory=lambda: {"negative": 3, "positive": 1, "part": 1,
+                                                                  "landmark": 2})  # per batch
+    flip: bool = True  # random horizontal mirroring, targets mirrored too
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1  # more than 1: multi-node DDP (one process per node, e.g. under SLURM or torchrun)
+    strategy: str = "auto"
+    num_threads: int | None = None  # CPU threads for torch; None: torch's default
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    progress_bar: bool = False
+    data_cache: str | None = None  # converted annotations and pseudo-labels; None: <run_dir>/data
+    data: DataSources = field(default_factory=DataSources)
+    crops: CropRecipe = field(default_factory=CropRecipe)
+    mining: MiningSettings = field(default_factory=MiningSettings)
+
+
+DEFAULT_CONFIG: dict = recipe_defaults(MTCNNRecipe)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # configuration
 def load_config(config_path: str | Path | None, overrides: dict | None = None) -> dict:
-    """The YAML config over `DEFAULT_CONFIG`, then ``overrides``: flat keys (``max_steps``, ``run_dir``,
+    """The YAML config over `MTCNNRecipe`'s defaults, then ``overrides``: flat keys (``max_steps``, ``run_dir``,
     ``resume``, ``lr``...) or dotted ones for nested keys (``mining.pnet``); ``None`` values are ignored, so a
-    CLI can pass its unset options as they are. Unknown keys are errors."""
-    config = load_recipe(config_path, DEFAULT_CONFIG, overrides, replace=("data.train", "data.val"))
-    if config["stage"] not in STAGES:
-        raise ValueError(f"stage must be one of {sorted(STAGES)}, got {config['stage']!r}")
-    if config["optimizer"] not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config['optimizer']!r}")
+    CLI can pass its unset options as they are. Every key is type-checked (an unknown key or a wrong value is one
+    line naming it); returned as a plain dict with the stage's task weights filled in."""
+    config = typed_recipe(MTCNNRecipe, config_path, overrides, replace=("data.train", "data.val")).as_dict()
     paper_alpha = dict(zip(("face", "box", "landmark"), STAGE_ALPHA[config["stage"]]))
     config["alpha"] = {**paper_alpha, **(config["alpha"] or {})}
     if set(config["alpha"]) != set(paper_alpha):
