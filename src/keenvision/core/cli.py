@@ -317,7 +317,11 @@ def _run_training(args: argparse.Namespace, train, handle=None) -> int:
     if extra is True:  # the system's own option was served instead of training
         return 0
     overrides = trainer_overrides(args)
-    print(f"trained weights: {train(args.config, overrides | (extra or {}))}")
+    written = train(args.config, overrides | (extra or {}))
+    from lightning.fabric.utilities.rank_zero import rank_zero_only  # the rank `fit` set (0 without DDP)
+
+    if rank_zero_only.rank == 0:  # under DDP every rank returns; one line, from the rank that wrote the export
+        print(f"trained weights: {written}")
     return 0
 
 
