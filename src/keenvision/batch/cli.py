@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core import cli as shared
 from ..core.cli import UsageError, add_json_option, print_json
 
 DESCRIPTION = ("Run a system over many images and write one Parquet row per input to DIR/results/. Without --ray "
@@ -73,8 +74,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_batch_options(hallucinate)
     hallucinate.add_argument("--weights", default="sicnn-celeba", help=SICNN_WEIGHTS)
     hallucinate.add_argument("--device", help="in-process: cpu, cuda, ... (default: cuda when available)")
-    hallucinate.add_argument("--min-face-size", type=float, default=20,
-                             help="smallest face searched, pixels (default 20, at least 12)")
+    shared.add_option(hallucinate, "--min-face", "--min-face-size", type=float, default=20, minimum=12,
+                      help="smallest face searched, pixels (default 20, at least 12)")
     hallucinate.add_argument("--all-faces", action="store_true", help="also hallucinate faces larger than 96x112 "
                                                                       "from their 12x14 reduction")
     hallucinate.set_defaults(handler=run_batch_command, options=_hallucinate_options)
@@ -96,9 +97,7 @@ def _segment_options(args: argparse.Namespace) -> dict:
 
 
 def _hallucinate_options(args: argparse.Namespace) -> dict:
-    if args.min_face_size < 12:
-        raise UsageError(f"--min-face-size must be >= 12 (MTCNN's window), got {args.min_face_size:g}")
-    return {"weights": args.weights, "min_face_size": args.min_face_size, "all_faces": args.all_faces}
+    return {"weights": args.weights, "min_face_size": args.min_face, "all_faces": args.all_faces}
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
