@@ -51,14 +51,31 @@ def test_shipped_configs_load_and_differ_only_in_the_head(sr_name, bilinear_name
         assert set(yaml.safe_load((CONFIGS / name).read_text())) == set(DEFAULT_CONFIG) - {"resume"}
 
 
-def test_shipped_lite0_recipe_is_its_held_out_drive_recipe_on_all_frames():
-    """farsee-camvid's recipe differs from the one measured on the held-out drive only in what it trains on."""
-    final, holdout = load_config(CONFIGS / "camvid_lite0.yaml"), load_config(CONFIGS / "camvid_lite0_holdout.yaml")
+@pytest.mark.parametrize("name, weights", [("camvid_mobilenetv2", "mobilenetv2"),
+                                           ("camvid_lite0", "efficientnet-lite0")])
+def test_train_val_recipes_are_their_held_out_drive_recipes_on_all_frames(name, weights):
+    """farsee-camvid's recipe (and the previous release's) differs from the one measured on the held-out drive
+    only in what it trains on."""
+    final, holdout = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_holdout.yaml")
     assert {k for k in final if final[k] != holdout[k]} == {"run_dir", "export_name", "holdout_drive", "val_split",
                                                             "val_every"}
     assert holdout["holdout_drive"] == "0006R0" and final["holdout_drive"] is None
-    assert final["train_split"] == "train+val" and final["model"]["backbone_weights"] == "efficientnet-lite0"
-    assert final["export_name"] == "farsee_camvid.safetensors"
+    assert final["train_split"] == "train+val" and final["model"]["backbone_weights"] == weights
+
+
+def test_the_registry_names_the_recipe_that_exports_farsee_camvid():
+    from keenvision.core.registry import shipped_models
+
+    entry = next(model for model in shipped_models("farsee") if model.name == "farsee-camvid")
+    assert load_config(CONFIGS.parent.parent / entry.recipe)["export_name"] == entry.file == "farsee_camvid.safetensors"
+
+
+def test_bilinear_arm_differs_from_the_pretrained_recipe_only_in_its_head():
+    base = load_config(CONFIGS / "camvid_mobilenetv2_holdout.yaml")
+    arm = load_config(CONFIGS / "camvid_mobilenetv2_holdout_bilinear.yaml")
+    assert {k for k in base if base[k] != arm[k]} == {"model", "run_dir", "export_name"}
+    assert {k for k in base["model"] if base["model"][k] != arm["model"][k]} == {"head"}
+    assert arm["model"]["head"] == "bilinear" and base["model"]["head"] == "sr"
 
 
 def test_sr3_arm_builds_on_the_shipped_recipe_and_changes_only_the_classifier_kernel():

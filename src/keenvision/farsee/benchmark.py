@@ -51,19 +51,22 @@ def counted_gflops(model: nn.Module, size: tuple[int, int]) -> float:
 
 def default_networks(num_classes: int = 11) -> dict[str, Callable[[], nn.Module]]:
     """Constructors of the benchmarked networks by row label (random weights, nothing downloaded): the shipped
-    FarSee-Net's architecture, its sub-sampled/full-input and bilinear-head comparisons, the earlier from-scratch
-    recipes, and ENet-, ESPNet-, DDRNet-23-slim- and BiSeNetV2-sized references."""
+    FarSee-Net's architecture, its sub-sampled/full-input and bilinear-head comparisons, the previous release and
+    the earlier from-scratch recipes, and ENet-, ESPNet-, DDRNet-23-slim- and BiSeNetV2-sized references."""
     from .model import FarSeeNet
     from .references import REFERENCE_NETWORKS
 
-    def lite0(**options) -> Callable[[], nn.Module]:  # the shipped farsee-camvid (configs/farsee/camvid_lite0.yaml)
-        settings = {"backbone": "efficientnet_lite0", "width": 128, "input_scale": 0.75, "full_resolution": True}
+    def pretrained(backbone: str, **options) -> Callable[[], nn.Module]:  # the recipes of issue 33, x0.75 input
+        settings = {"backbone": backbone, "width": 128, "input_scale": 0.75, "full_resolution": True}
         return lambda: FarSeeNet(num_classes, **{**settings, **options})
 
     return {
-        "FarSee-Net EfficientNet-Lite0, sub-sampled input (x0.75; farsee-camvid)": lite0(),
-        "FarSee-Net EfficientNet-Lite0, full input (x1.0)": lite0(input_scale=1.0),
-        "FarSee-Net EfficientNet-Lite0, bilinear head (x0.75)": lite0(head="bilinear", full_resolution=False),
+        "FarSee-Net MobileNetV2, sub-sampled input (x0.75; farsee-camvid)": pretrained("mobilenetv2_100"),
+        "FarSee-Net MobileNetV2, full input (x1.0)": pretrained("mobilenetv2_100", input_scale=1.0),
+        "FarSee-Net MobileNetV2, bilinear head (x0.75)": pretrained("mobilenetv2_100", head="bilinear",
+                                                                    full_resolution=False),
+        "FarSee-Net EfficientNet-Lite0, sub-sampled input (x0.75; the previous release)": pretrained(
+            "efficientnet_lite0"),
         "FarSee-Net MobileNetV3-L 0.75, sub-sampled input (x0.5; the from-scratch recipe)": lambda: FarSeeNet(
             num_classes, backbone="mobilenetv3_large_075", width=128, input_scale=0.5, full_resolution=True),
         "FarSee-Net ResNet-18, sub-sampled input (x0.5; the notes' reading)": lambda: FarSeeNet(

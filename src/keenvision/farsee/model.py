@@ -378,7 +378,7 @@ def load_farsee(name_or_path: str | Path, device: str | torch.device = "cpu") ->
     `keenvision.farsee.train` (its metadata holds the architecture, class names, ignore index and mean/std, which
     are set on the returned model)."""
     weights = open_weights(name_or_path, "farsee", "FarSee-Net",
-                           "`keen farsee train --config configs/farsee/camvid_lite0.yaml`", format=EXPORT_FORMAT,
+                           "`keen farsee train --config configs/farsee/camvid_mobilenetv2.yaml`", format=EXPORT_FORMAT,
                            required=("architecture",))
     path, metadata = weights.path, weights.metadata
     model = build_farsee(**yaml.safe_load(metadata["architecture"]))
