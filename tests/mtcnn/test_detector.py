@@ -5,7 +5,7 @@ from torchvision.ops import box_iou
 
 from keenvision.core.io import read_image, video_frames
 from keenvision.mtcnn import MTCNN, Face, pyramid_scales
-from keenvision.mtcnn.detector import _nms_min, _pack_levels
+from keenvision.mtcnn.detector import _nms_min
 
 
 @pytest.fixture(scope="module")
@@ -205,36 +205,3 @@ def test_pnet_cells_equal_the_module_forward(size):
     probability, cell_offsets = pnet.cells(images)
     assert torch.allclose(probability, torch.softmax(logits, 1)[:, 1], atol=1e-5)
     assert torch.allclose(cell_offsets, offsets.permute(0, 2, 3, 1), atol=1e-5)
-
-
-def test_packed_levels_give_each_level_its_own_cells():
-    """Levels of odd and even sizes on one canvas: every level's cells equal those of the level alone."""
-    pnet = MTCNN(device="cpu").pnet
-    shapes = ((39, 69), (28, 49), (20, 35), (14, 25), (12, 12))
-    generator = torch.Generator().manual_seed(0)
-    levels = [torch.rand(2, h, w, 3, generator=generator) * 2 - 1 for h, w in shapes]
-    layout = _pack_levels(shapes)
-    canvas = torch.zeros(2, layout.height, layout.width, 3)
-    for level, row in zip(levels, layout.rows):
-        canvas[:, row:row + level.shape[1], :level.shape[2]] = level
-    packed, packed_offsets = pnet.cells(canvas.permute(0, 3, 1, 2), outside=layout.outside)
-    for index, level in enumerate(levels):
-        alone, offsets = pnet.cells(level.permute(0, 3, 1, 2))
-        rows = layout.level_of_row == index
-        assert rows.sum() == alone.shape[1] and layout.first_row[index] == rows.nonzero()[0, 0]
-        region = packed[:, rows, :alone.shape[2]]
-        assert torch.allclose(region, alone, atol=1e-5)
-        assert torch.allclose(packed_offsets[:, rows, :alone.shape[2]], offsets, atol=1e-5)
-        assert layout.cells[rows].sum() == alone.shape[1] * alone.shape[2]
-
-
-def test_packing_the_small_levels_keeps_a_batchs_proposals(data_dir):
-    frames = [frame for _, frame in video_frames(data_dir / "video_samples" / "WolfgangLanger_Pexels.mp4", 16)][:4]
-    frames.append(read_image(data_dir / "mtcnn_official" / "test1.jpg").pixels)  # another size in the same call
-    packed, alone = MTCNN(device="cpu"), MTCNN(device="cpu")
-    alone.pnet_pack_pixels = 0
-    assert len(packed._pnet_launches([((20, 35), [(0, 7, 0.1)]), ((14, 25), [(0, 8, 0.07)])], True)) == 1
-    ours, theirs = packed.propose(frames), alone.propose(frames)
-    assert sum(len(boxes) for boxes in ours) > 50
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -163,47 +163,6 @@ def _shrink_normalised(images: list[np.ndarray], members: list[tuple[int, int, f
     return out
 
 
-@dataclass(frozen=True)
-class _PackedLevels:
-    """Pyramid levels stacked top to bottom on one zero canvas, each at an even row, for one P-Net launch.
-
-    Even rows keep every level's 2x2 pool cells aligned as if it were alone; first-convolution positions outside
-    a level (its windows reaching the next level or the padding) become -inf before the pool (``outside``), as
-    the pool's own padding is, so a level's cells are its own to float rounding. ``cells``: the canvas's output
-    cells that belong to a level; ``level_of_row`` and ``first_row`` map an output row to its level and row."""
-    rows: tuple[int, ...]
-    height: int
-    width: int
-    outside: torch.Tensor
-    cells: torch.Tensor
-    level_of_row: torch.Tensor
-    first_row: torch.Tensor
-
-
-@lru_cache(maxsize=64)
-def _pack_levels(shapes: tuple[tuple[int, int], ...]) -> _PackedLevels:
-    """The canvas layout of levels of ``shapes`` ``(h, w)``, in that order."""
-    rows, top = [], 0
-    for height, _ in shapes:
-        rows.append(top)
-        top += height + height % 2
-    canvas_height, canvas_width = top, max(width for _, width in shapes)
-    outside = torch.ones(canvas_height - 2, canvas_width - 2, dtype=torch.bool)
-    pooled = (-(-(canvas_height - 2) // 2), -(-(canvas_width - 2) // 2))
-    cells = torch.zeros(pooled[0] - 4, pooled[1] - 4, dtype=torch.bool)
-    level_of_row = torch.full((cells.shape[0],), -1, dtype=torch.long)  # -1: a row between levels
-    first_row = torch.zeros(len(shapes), dtype=torch.long)
-    for level, ((height, width), row) in enumerate(zip(shapes, rows)):
-        outside[row:row + height - 2, :width - 2] = False
-        # a level alone gives ceil((h - 2) / 2) - 4 cell rows (3x3 conv, 2x2 ceil pool, two 3x3 convs)
-        cell_rows, cell_columns = -(-(height - 2) // 2) - 4, -(-(width - 2) // 2) - 4
-        cells[row // 2:row // 2 + cell_rows, :cell_columns] = True
-        level_of_row[row // 2:row // 2 + cell_rows] = level
-        first_row[level] = row // 2
-    return _PackedLevels(tuple(rows), canvas_height, canvas_width, outside[None, :, :, None], cells, level_of_row,
-                         first_row)
-
-
 def _as_float32(images: list[np.ndarray]) -> list[np.ndarray]:
     """float32 copies of the images in this thread's `scratch` buffers (valid until its next detection)."""
     floats = []
@@ -276,9 +235,6 @@ class MTCNN(nn.Module):
         # layer-by-layer forward and a resize per level (the reference both are tested against)
         self.pnet_cells = True
         self.pyramid_from_integral = True
-        # levels of at most this many pixels go through P-Net together on one canvas (`_PackedLevels`): the
-        # small levels cost launches, not arithmetic; 0 runs each level alone
-        self.pnet_pack_pixels = 12_000
         weights = open_weights(DEFAULT_NAME if weights is None else weights, "mtcnn", "MTCNN",
                                "`keen mtcnn train` and `keen mtcnn merge`")
         path, state = weights.path, weights.state()
@@ -379,59 +335,36 @@ class MTCNN(nn.Module):
                 pending.append(_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
                                                  level, integrals))
         heads = self.pnet.cell_heads() if self.pnet_cells else None
-        for launch in self._pnet_launches(chunks, official):
-            members = chunks[launch[0]][1]
-            layout = None
-            if len(launch) == 1:
-                level_height, level_width = chunks[launch[0]][0]
-                if official:
-                    batch = torch.from_numpy(pending[launch[0]].result()).to(self.device).permute(0, 3, 1, 2)
-                else:
-                    batch = torch.cat([F.interpolate(torch.from_numpy(floats[i]).to(self.device).permute(2, 0, 1)[
-                        None], size=(level_height, level_width), mode="area") for i, _, _ in members])
-                    batch = (batch - 127.5) * 0.0078125
+        for index, ((level_height, level_width), members) in enumerate(chunks):
+            if official:
+                batch = torch.from_numpy(pending[index].result()).to(self.device).permute(0, 3, 1, 2)
             else:
-                layout = _pack_levels(tuple(chunks[index][0] for index in launch))
-                canvas = scratch("canvas", (len(members), layout.height, layout.width, 3)).numpy()
-                canvas.fill(0)
-                for index, row in zip(launch, layout.rows):
-                    level = pending[index].result()
-                    canvas[:, row:row + level.shape[1], :level.shape[2]] = level
-                batch = torch.from_numpy(canvas).to(self.device).permute(0, 3, 1, 2)
+                batch = torch.cat([F.interpolate(torch.from_numpy(floats[i]).to(self.device).permute(2, 0, 1)[None],
+                                                 size=(level_height, level_width), mode="area")
+                                   for i, _, _ in members])
+                batch = (batch - 127.5) * 0.0078125
             # channels-last runs the 3-channel first convolution about 10x faster on CPU (oneDNN)
             batch = batch.contiguous(memory_format=torch.channels_last)
             if self.pnet_cells:
-                probability, offsets = self.pnet.cells(batch, heads, None if layout is None else layout.outside)
+                probability, offsets = self.pnet.cells(batch, heads)
             else:  # the layer-by-layer forward (the reference the fast form is tested against)
                 face_logits, offsets = self.pnet(batch)[:2]
                 # softmax over two channels is the sigmoid of their difference
                 probability, offsets = torch.sigmoid(face_logits[:, 1] - face_logits[:, 0]), offsets.permute(0, 2, 3, 1)
-            passed = probability >= self.thresholds[0]
-            if layout is not None:
-                passed &= layout.cells
-            member, row, column = torch.nonzero(passed, as_tuple=True)
+            member, row, column = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
             if member.numel() == 0:
                 continue
-            score, offset = probability[member, row, column], offsets[member, row, column]
-            # per launch level (a packed canvas holds several): [members, levels] scales and level numbers
-            level_members = [chunks[index][1] for index in launch]
-            scale_table = torch.tensor([[m[i][2] for m in level_members] for i in range(len(members))],
-                                       dtype=torch.float64, device=self.device)
-            level_table = torch.tensor([[m[i][1] for m in level_members] for i in range(len(members))],
-                                       device=self.device)
-            level = torch.zeros_like(row)
-            if layout is not None:
-                level = layout.level_of_row.to(self.device)[row]
-                row = row - layout.first_row.to(self.device)[level]
-            scales = scale_table[member, level]
+            scales = torch.tensor([s for _, _, s in members], dtype=torch.float64, device=self.device)[member]
             # generateBoundingBox.m: the cell's 12x12 window, in 1-based image pixels
             top_left = torch.stack([column, row], 1).double() * _CELL_STRIDE + 1
             boxes = torch.cat([torch.trunc(top_left / scales[:, None]),
                                torch.trunc((top_left + _CELL_SIZE - 1) / scales[:, None]),
-                               score.double()[:, None], offset.double()], dim=1)
+                               probability[member, row, column].double()[:, None],
+                               offsets[member, row, column].double()], dim=1)
             image_ids = torch.tensor([i for i, _, _ in members], device=self.device)[member]
+            level_ids = torch.tensor([lv for _, lv, _ in members], device=self.device)[member]
             candidates.append(boxes)
-            groups.append(torch.stack([image_ids, level_table[member, level]], 1))
+            groups.append(torch.stack([image_ids, level_ids], 1))
         if not candidates:
             return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
         boxes, groups = torch.cat(candidates), torch.cat(groups)
@@ -445,19 +378,6 @@ class MTCNN(nn.Module):
         if "rounding" not in self.deviations:
             boxes[:, :4] = torch.trunc(boxes[:, :4])
         return [boxes[image_ids == i] for i in range(len(images))]
-
-    def _pnet_launches(self, chunks: list[tuple[tuple[int, int], list[tuple[int, int, float]]]], official: bool
-                       ) -> list[list[int]]:
-        """Chunk indices per P-Net launch, in order: each chunk alone, except that small levels of the same
-        images share one canvas (`_PackedLevels`; the official pyramid with `PNet.cells` only)."""
-        small: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        launches = []
-        for index, ((height, width), members) in enumerate(chunks):
-            if official and self.pnet_cells and height * width <= self.pnet_pack_pixels:
-                small[tuple(image for image, _, _ in members)].append(index)
-            else:
-                launches.append([index])
-        return launches + list(small.values())
 
     def _crops(self, images: list[np.ndarray], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
         """Crops of the boxes (integer, MATLAB 1-based inclusive) resized to ``size``, normalised."""

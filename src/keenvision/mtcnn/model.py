@@ -57,8 +57,8 @@ class PNet(_FaceHeads):
         self.landmarks = nn.Conv2d(32, 10, 1) if landmarks else None
 
     @torch.inference_mode()
-    def cells(self, images: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor] | None = None,
-              outside: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def cells(self, images: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference form of `forward` for detection: face probability ``[B, h, w]`` and box offsets
         ``[B, h, w, 4]`` from channels-last images; the same numbers in fewer passes over memory, which is what
         bounds P-Net on CPU (its 10- and 16-channel maps are large and cheap to compute).
@@ -68,10 +68,7 @@ class PNet(_FaceHeads):
         the -inf-padded buffer the pool needs at odd sizes); the 2x2 ceil-mode pool is the maximum of four strided
         views; the two heads are one matrix product whose first column is the logit difference (a softmax over
         two classes is its sigmoid; ``heads``: `cell_heads`, computed once for many calls). A fifth to a third off
-        P-Net's time on the large pyramid levels, one CPU thread.
-
-        ``outside``: bool ``[1, H - 2, W - 2, 1]``, first-convolution positions set to -inf before the pool, as
-        the pool's padding is: several pyramid levels packed on one canvas then pool as if each were alone."""
+        P-Net's time on the large pyramid levels, one CPU thread."""
         conv1, prelu1, _, conv2, prelu2, conv3, prelu3 = self.body
         x = _conv_nhwc(images.permute(0, 2, 3, 1), conv1)
         batch, height, width, channels = x.shape
@@ -82,8 +79,6 @@ class PNet(_FaceHeads):
             torch.addcmul(x, _negative_part(x), prelu1.weight - 1, out=pooled_input[:, :height, :width])
         else:
             pooled_input = _prelu_nhwc_(x, prelu1.weight)
-        if outside is not None:
-            pooled_input[:, :height, :width].masked_fill_(outside, float("-inf"))
         x = torch.maximum(torch.maximum(pooled_input[:, 0::2, 0::2], pooled_input[:, 0::2, 1::2]),
                           torch.maximum(pooled_input[:, 1::2, 0::2], pooled_input[:, 1::2, 1::2]))
         x = _prelu_nhwc_(_conv_nhwc(x, conv2), prelu2.weight)
