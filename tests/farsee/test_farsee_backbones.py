@@ -43,12 +43,16 @@ def test_every_backbone_tensor_comes_from_the_package(name):
     assert model.mean == source.mean and model.std == source.std
 
 
-def _top5(model: torch.nn.Module, path, mean, std) -> list[str]:
+def _pixels(path, mean, std) -> torch.Tensor:
+    """A photo as the ImageNet networks take it: ``[1, 3, 224, 224]``, normalised with ``mean`` / ``std``."""
     image = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255
-    pixels = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def _top5(model: torch.nn.Module, path, mean, std) -> list[str]:
     with torch.no_grad():
-        top = model(pixels).topk(5).indices[0].tolist()
+        top = model(_pixels(path, mean, std)).topk(5).indices[0].tolist()
     info = timm.data.ImageNetInfo()
     return [info.index_to_description(index).lower() for index in top]
 
@@ -77,9 +81,7 @@ def test_mobilenetv2_conversion_reproduces_the_packages_own_network_on_a_street_
     assert not theirs.load_state_dict(state, strict=False).missing_keys  # BatchNorm fills in its own counters
     ours = timm.create_model("mobilenetv2_100", num_classes=0).eval()
     ours.load_state_dict(backbones.convert_by_order(state, ours, "mobilenetv2"))
-    image = Image.open(data_dir / "camvid" / "val" / "images" / "0016E5_07959.jpg").convert("RGB").resize((224, 224))
-    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255
-    pixels = (pixels - torch.tensor(source.mean).view(1, 3, 1, 1)) / torch.tensor(source.std).view(1, 3, 1, 1)
+    pixels = _pixels(data_dir / "camvid" / "val" / "images" / "0016E5_07959.jpg", source.mean, source.std)
     with torch.no_grad():
         expected, converted = theirs(pixels), ours(pixels)
         torch.manual_seed(0)

@@ -63,8 +63,7 @@ def default_networks(num_classes: int = 11) -> dict[str, Callable[[], nn.Module]
     return {
         "FarSee-Net MobileNetV2, sub-sampled input (x0.75; farsee-camvid)": pretrained("mobilenetv2_100"),
         "FarSee-Net MobileNetV2, full input (x1.0)": pretrained("mobilenetv2_100", input_scale=1.0),
-        "FarSee-Net MobileNetV2, bilinear head (x0.75)": pretrained("mobilenetv2_100", head="bilinear",
-                                                                    full_resolution=False),
+        "FarSee-Net MobileNetV2, bilinear head (x0.75)": pretrained("mobilenetv2_100", head="bilinear"),
         "FarSee-Net EfficientNet-Lite0, sub-sampled input (x0.75; the previous release)": pretrained(
             "efficientnet_lite0"),
         "FarSee-Net MobileNetV3-L 0.75, sub-sampled input (x0.5; the from-scratch recipe)": lambda: FarSeeNet(
