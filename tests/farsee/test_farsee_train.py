@@ -210,3 +210,13 @@ def test_warm_start_continues_the_step_count_and_refuses_another_architecture(tr
     with pytest.raises(WeightsError, match="does not match the recipe's architecture: width 32 .* vs 16"):
         train_farsee(None, {**TINY_RUN, "run_dir": str(tmp_path / "other"), "init_weights": str(export),
                             "model": {"width": 16}})
+
+
+@pytest.mark.parametrize("name, reference", [("camvid_mobilenetv2_holdout_0001TP", "camvid_mobilenetv2_holdout"),
+                                             ("camvid_mobilenetv2_holdout_0001TP_bilinear",
+                                              "camvid_mobilenetv2_holdout_bilinear")])
+def test_untouched_drive_recipes_differ_only_in_the_drive_they_hold_out(name, reference):
+    """Drive 0001TP, on which no choice was made, scores the shipped recipe (and its bilinear baseline) as is."""
+    arm, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{reference}.yaml")
+    assert {k for k in base if base[k] != arm[k]} == {"holdout_drive", "run_dir", "export_name"}
+    assert base["holdout_drive"] == "0006R0" and arm["holdout_drive"] == "0001TP"
