@@ -180,10 +180,12 @@ def _parity_set(data_dir):
 
 
 def test_fast_pnet_and_integral_pyramid_keep_the_detections(data_dir):
-    # the default (fused P-Net, small levels from the integral image, reused buffers) against the layer-by-layer
-    # forward with a resize per level, on all 114 images of the parity set
+    # the default (fused P-Net in strips, small levels from the integral image, reused buffers, R/O-Net in
+    # launches of a few dozen crops) against the layer-by-layer forward with a resize per level and every stage in
+    # one launch, on all 114 images of the parity set
     fast, reference = MTCNN(device="cpu"), MTCNN(device="cpu")
     reference.pnet_cells = reference.pyramid_from_integral = False
+    reference.crops_per_launch = {"rnet": 1 << 30, "onet": 1 << 30}
     images = _parity_set(data_dir)
     compared = 0
     for image in images:
@@ -205,3 +207,32 @@ def test_pnet_cells_equal_the_module_forward(size):
     probability, cell_offsets = pnet.cells(images)
     assert torch.allclose(probability, torch.softmax(logits, 1)[:, 1], atol=1e-5)
     assert torch.allclose(cell_offsets, offsets.permute(0, 2, 3, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [5_000, 20_000])
+def test_pnet_strips_equal_one_launch(data_dir, budget):
+    # a real photo (cut to an odd height) as a pyramid level, in strips of a few rows: the same numbers up to the
+    # float rounding of convolutions blocked differently
+    detector = MTCNN(device="cpu")
+    image = read_image(data_dir / "mtcnn_official" / "test2.jpg").pixels.astype(np.float32)
+    image = image[:image.shape[0] - 1 + image.shape[0] % 2]
+    level = torch.from_numpy((image - 127.5) * 0.0078125).permute(2, 0, 1)[None]
+    level = level.contiguous(memory_format=torch.channels_last)
+    assert level.shape[2] % 2 == 1
+    heads = detector.pnet.cell_heads()
+    whole = detector.pnet.cells(level, heads)
+    detector.pnet_pixels_per_launch = budget
+    strips = detector._pnet_strips(level, heads)
+    assert strips[0].shape == whole[0].shape and strips[1].shape == whole[1].shape
+    torch.testing.assert_close(strips, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_rnet_and_onet_in_small_launches_give_the_same_faces(photos):
+    one_launch, small_launches = MTCNN(device="cpu"), MTCNN(device="cpu")
+    one_launch.crops_per_launch = {"rnet": 1 << 30, "onet": 1 << 30}
+    small_launches.crops_per_launch = {"rnet": 7, "onet": 3}
+    for ours, theirs in zip(small_launches.detect_arrays(photos), one_launch.detect_arrays(photos)):
+        assert len(ours) == len(theirs) > 0
+        for a, b in zip(ours, theirs):
+            assert np.abs(a.box - b.box).max() < 1e-3 and abs(a.score - b.score) < 1e-4
+            assert np.abs(a.landmarks - b.landmarks).max() < 1e-3

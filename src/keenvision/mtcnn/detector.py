@@ -229,7 +229,10 @@ class MTCNN(nn.Module):
         self.flip_landmarks, self.max_image_pixels = flip_landmarks, max_image_pixels
         # tuning knobs, not part of the method: P-Net batch size in pixels, and which crop resampler runs
         # ("auto": OpenCV on CPU, the batched gather elsewhere; "opencv" or "torch" to force one; same numbers)
-        self.pnet_pixels_per_launch = 400_000
+        self.pnet_pixels_per_launch = 160_000
+        # R-Net and O-Net crops per launch on CPU, so a launch's first-layer features (54 and 271 kB a crop) stay
+        # cache-sized: a photo's thousand R-Net crops in one launch spend most of their time waiting on memory
+        self.crops_per_launch = {"rnet": 64, "onet": 16}
         self.crop_backend = "auto"
         # P-Net's fused inference form (`PNet.cells`) and small pyramid levels from the integral image; False: the
         # layer-by-layer forward and a resize per level (the reference both are tested against)
@@ -318,7 +321,7 @@ class MTCNN(nn.Module):
 
         floats = images
         candidates, groups = [], []
-        # split big batches so one launch's feature maps stay cache-sized (32 frames at once is slower than 4x8)
+        # split big batches (and big levels, `_pnet_strips`) so one launch's feature maps stay cache-sized
         per_launch = max(1, self.pnet_pixels_per_launch)
         chunks = [((h, w), members[i:i + max(1, per_launch // (h * w))])
                   for (h, w), members in levels.items() for i in range(0, len(members), max(1, per_launch // (h * w)))]
@@ -346,7 +349,7 @@ class MTCNN(nn.Module):
             # channels-last runs the 3-channel first convolution about 10x faster on CPU (oneDNN)
             batch = batch.contiguous(memory_format=torch.channels_last)
             if self.pnet_cells:
-                probability, offsets = self.pnet.cells(batch, heads)
+                probability, offsets = self._pnet_strips(batch, heads)
             else:  # the layer-by-layer forward (the reference the fast form is tested against)
                 face_logits, offsets = self.pnet(batch)[:2]
                 # softmax over two channels is the sigmoid of their difference
@@ -379,6 +382,20 @@ class MTCNN(nn.Module):
             boxes[:, :4] = torch.trunc(boxes[:, :4])
         return [boxes[image_ids == i] for i in range(len(images))]
 
+    def _pnet_strips(self, batch: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`PNet.cells` on ``batch`` ``[B, 3, H, W]`` in horizontal strips of about `pnet_pixels_per_launch` input
+        pixels, the same numbers: output row ``r`` sees input rows ``[2r, 2r + 12)``, and every strip starts at an
+        even row, so the 2x2 pool keeps its alignment."""
+        height, width = batch.shape[2:]
+        rows = max(1, (self.pnet_pixels_per_launch // (len(batch) * width) - 10) // 2)  # output rows per strip
+        out_height = (height - 1) // 2 - 4
+        if out_height <= rows:
+            return self.pnet.cells(batch, heads)
+        parts = [self.pnet.cells(batch[:, :, 2 * start:2 * start + 2 * rows + 10], heads)
+                 for start in range(0, out_height, rows)]
+        return torch.cat([p for p, _ in parts], 1), torch.cat([o for _, o in parts], 1)
+
     def _crops(self, images: list[np.ndarray], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
         """Crops of the boxes (integer, MATLAB 1-based inclusive) resized to ``size``, normalised."""
         crops = []
@@ -403,11 +420,20 @@ class MTCNN(nn.Module):
                 crops.append(resample_crops(tensor, image_boxes[:, :4], size))
         return ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
+    def _classify(self, stage: str, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """R-Net or O-Net (``stage``) on ``crops`` ``[N, 3, s, s]``, in launches of `crops_per_launch` on CPU."""
+        net = getattr(self, stage)
+        per_launch = self.crops_per_launch[stage] if self.device.type == "cpu" else len(crops)
+        if len(crops) <= per_launch:
+            return net(crops)
+        outputs = [net(crops[start:start + per_launch]) for start in range(0, len(crops), per_launch)]
+        return tuple(torch.cat(parts) for parts in zip(*outputs))
+
     def _stage_rnet(self, images: list[np.ndarray], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return boxes
-        face_logits, offsets = self.rnet(self._crops(images, boxes, RNet.input_size))[:2]
+        face_logits, offsets = self._classify("rnet", self._crops(images, boxes, RNet.input_size))[:2]
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         all_boxes = torch.cat(boxes)
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -429,7 +455,7 @@ class MTCNN(nn.Module):
         if sum(counts) == 0:
             return results
         crops = self._crops(images, boxes, ONet.input_size)
-        face_logits, offsets, points = self.onet(crops)
+        face_logits, offsets, points = self._classify("onet", crops)
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         input_boxes = torch.cat(boxes)[:, :4]
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -444,7 +470,7 @@ class MTCNN(nn.Module):
         chosen = passed[keep]
         points = points[chosen].double()
         if self.flip_landmarks:
-            mirrored = self.onet(crops[chosen].flip(-1))[2].double()
+            mirrored = self._classify("onet", crops[chosen].flip(-1))[2].double()
             mirrored = torch.cat([1 - mirrored[:, _MIRRORED_LANDMARKS],
                                   mirrored[:, [5 + k for k in _MIRRORED_LANDMARKS]]], 1)
             points = (points + mirrored) / 2
