@@ -66,11 +66,10 @@ class PNet(_FaceHeads):
         Maps stay ``[B, H, W, C]`` (channels-last, what oneDNN's convolutions want). Each PReLU is one in-place
         pass, ``x + (a - 1) * min(x, 0)``, where the module writes a new tensor (the first one writes straight into
         the -inf-padded buffer the pool needs at odd sizes); the 2x2 ceil-mode pool is the maximum of four strided
-        views; the two heads are one matrix product whose first column is the logit difference (a softmax over
-        two classes is its sigmoid; ``heads``: `cell_heads`, computed once for many calls). A fifth to a third off
-        P-Net's time on the large pyramid levels, one CPU thread."""
+        views; the two heads are one 1x1 convolution whose first channel is the logit difference (a softmax over
+        two classes is its sigmoid; ``heads``: `cell_heads`, computed once for many calls)."""
         conv1, prelu1, _, conv2, prelu2, conv3, prelu3 = self.body
-        x = _conv_nhwc(images.permute(0, 2, 3, 1), conv1)
+        x = _conv_nhwc(images.permute(0, 2, 3, 1), conv1.weight, conv1.bias)
         batch, height, width, channels = x.shape
         if height % 2 or width % 2:
             padded_shape = (batch, height + height % 2, width + width % 2, channels)
@@ -81,25 +80,35 @@ class PNet(_FaceHeads):
             pooled_input = _prelu_nhwc_(x, prelu1.weight)
         x = torch.maximum(torch.maximum(pooled_input[:, 0::2, 0::2], pooled_input[:, 0::2, 1::2]),
                           torch.maximum(pooled_input[:, 1::2, 0::2], pooled_input[:, 1::2, 1::2]))
-        x = _prelu_nhwc_(_conv_nhwc(x, conv2), prelu2.weight)
-        x = _prelu_nhwc_(_conv_nhwc(x, conv3), prelu3.weight)
-        weight, bias = heads if heads is not None else self.cell_heads()
-        batch, height, width, channels = x.shape
-        outputs = torch.addmm(bias, x.reshape(-1, channels), weight).view(batch, height, width, 5)
+        x = _prelu_nhwc_(_conv_nhwc(x, conv2.weight, conv2.bias), prelu2.weight)
+        x = _prelu_nhwc_(_conv_nhwc(x, conv3.weight, conv3.bias), prelu3.weight)
+        outputs = _conv_nhwc(x, *(heads if heads is not None else self.cell_heads()))
         return torch.sigmoid(outputs[..., 0]), outputs[..., 1:]
 
     @torch.inference_mode()
     def cell_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The face and box heads folded into one ``[32, 5]`` matrix and bias for `cells`: column 0 gives the
-        logit difference (face minus background), columns 1-4 the box offsets."""
-        face_weight = self.face.weight.flatten(1)
-        weight = torch.cat([face_weight[1:] - face_weight[:1], self.box.weight.flatten(1)])
-        return weight.t(), torch.cat([self.face.bias[1:] - self.face.bias[:1], self.box.bias])
+        """The face and box heads folded into one 1x1 convolution for `cells`, weight ``[5, 32, 1, 1]`` and bias
+        ``[5]``: channel 0 gives the logit difference (face minus background), channels 1-4 the box offsets."""
+        weight = torch.cat([self.face.weight[1:] - self.face.weight[:1], self.box.weight])
+        return weight.contiguous(memory_format=torch.channels_last), torch.cat([self.face.bias[1:] - self.face.bias[:1],
+                                                                                 self.box.bias])
 
 
-def _conv_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv`` on a ``[B, H, W, C]`` tensor (a channels-last image viewed as NHWC), result viewed the same way."""
-    return F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias).permute(0, 2, 3, 1)
+def _conv_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A stride-1 unpadded convolution of a ``[B, H, W, C]`` tensor (a channels-last image viewed as NHWC), result
+    viewed the same way. Mid-sized inputs go to oneDNN directly: PyTorch sends a batch of one under 20,480 values
+    to its reference convolution, several times slower there, and runs 1x1 convolutions as a matrix product that
+    is slow with five outputs."""
+    images = x.permute(0, 3, 1, 2)
+    if images.device.type == "cpu" and images.dtype == torch.float32 and x.numel() >= _ONEDNN_MIN_NUMEL:
+        out = torch.ops.aten.mkldnn_convolution(images, weight, bias, (0, 0), (1, 1), (1, 1), 1)
+    else:
+        out = F.conv2d(images, weight, bias)
+    return out.permute(0, 2, 3, 1)
+
+
+# below this many input values oneDNN's fixed cost per call outweighs the gain (3x3 and 1x1, one and two threads)
+_ONEDNN_MIN_NUMEL = 4096 if torch.backends.mkldnn.is_available() else 1 << 62
 
 
 def _prelu_nhwc_(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
