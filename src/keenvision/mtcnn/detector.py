@@ -99,6 +99,18 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshol
     return np.array(sorted(keep, key=lambda k: (groups[k], -scores[k])), dtype=np.int64)
 
 
+def _cell_positions(cells: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where flat indices into maps of ``shapes`` ``[B, h, w]``, laid end to end, fall: the map (counted over all
+    of them), its row and its column."""
+    layout = torch.tensor([[b * h * w, h * w, w, b] for b, h, w in shapes], device=cells.device)
+    ends = layout[:, 0].cumsum(0)
+    which = torch.bucketize(cells, ends, right=True)
+    local = cells - (ends - layout[:, 0])[which]
+    first = (layout[:, 3].cumsum(0) - layout[:, 3])[which]
+    area, width = layout[which, 1], layout[which, 2]
+    return first + local // area, (local % area) // width, local % width
+
+
 def _calibrate(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool) -> torch.Tensor:
     """Box regression ``x1 += t1 * w`` ...; P-Net's step uses ``w = x2 - x1``, bbreg.m ``w = x2 - x1 + 1``."""
     size = boxes[:, 2:4] - boxes[:, 0:2] + (1 if inclusive else 0)
@@ -320,7 +332,7 @@ class MTCNN(nn.Module):
                 levels[shape].append((image_index, level, scale))
 
         floats = images
-        candidates, groups = [], []
+        maps = []
         # split big batches (and big levels, `_pnet_strips`) so one launch's feature maps stay cache-sized
         per_launch = max(1, self.pnet_pixels_per_launch)
         chunks = [((h, w), members[i:i + max(1, per_launch // (h * w))])
@@ -330,12 +342,14 @@ class MTCNN(nn.Module):
             # two put more threads on the cores than torch.get_num_threads() allows, and was slower on as many
             # cores as threads; the integral images are submitted just before the first level that samples them
             # (so a worker takes them before the levels that wait for them)
+            # (the buffers first: once the workers run, every call here waits for the GIL)
+            buffers = [scratch(f"level{index}", (len(members), level_height, level_width, 3)).numpy()
+                       for index, ((level_height, level_width), members) in enumerate(chunks)]
             pending, integrals = [], None
-            for index, ((level_height, level_width), members) in enumerate(chunks):
+            for ((level_height, level_width), members), level in zip(chunks, buffers):
                 if integrals is None and any(integral_sources[i] is not None and _from_integral(
                         floats[i].shape, (level_width, level_height)) for i, _, _ in members):
                     integrals = _workers().submit(_integrals, integral_sources)
-                level = scratch(f"level{index}", (len(members), level_height, level_width, 3)).numpy()
                 pending.append(_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
                                                  level, integrals))
             resampled = [future.result() for future in pending]
@@ -356,23 +370,23 @@ class MTCNN(nn.Module):
                 face_logits, offsets = self.pnet(batch)[:2]
                 # softmax over two channels is the sigmoid of their difference
                 probability, offsets = torch.sigmoid(face_logits[:, 1] - face_logits[:, 0]), offsets.permute(0, 2, 3, 1)
-            member, row, column = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
-            if member.numel() == 0:
-                continue
-            scales = torch.tensor([s for _, _, s in members], dtype=torch.float64, device=self.device)[member]
-            # generateBoundingBox.m: the cell's 12x12 window, in 1-based image pixels
-            top_left = torch.stack([column, row], 1).double() * _CELL_STRIDE + 1
-            boxes = torch.cat([torch.trunc(top_left / scales[:, None]),
-                               torch.trunc((top_left + _CELL_SIZE - 1) / scales[:, None]),
-                               probability[member, row, column].double()[:, None],
-                               offsets[member, row, column].double()], dim=1)
-            image_ids = torch.tensor([i for i, _, _ in members], device=self.device)[member]
-            level_ids = torch.tensor([lv for _, lv, _ in members], device=self.device)[member]
-            candidates.append(boxes)
-            groups.append(torch.stack([image_ids, level_ids], 1))
-        if not candidates:
+            maps.append((probability, offsets))
+        # every launch's cells laid end to end and thresholded at once (a few ops a frame, not a dozen a level)
+        probability = torch.cat([p.reshape(-1) for p, _ in maps]) if maps else torch.zeros(0, device=self.device)
+        cell = torch.nonzero(probability >= self.thresholds[0]).flatten()
+        if cell.numel() == 0:
             return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
-        boxes, groups = torch.cat(candidates), torch.cat(groups)
+        member, row, column = _cell_positions(cell, [p.shape for p, _ in maps])
+        offsets = torch.cat([o.reshape(-1, 4) for _, o in maps])[cell]
+        # image, level and scale of each cell's pyramid level
+        level = torch.tensor([[i, lv, s] for _, members in chunks for i, lv, s in members], dtype=torch.float64,
+                             device=self.device)[member]
+        scales = level[:, 2:3]
+        # generateBoundingBox.m: the cell's 12x12 window, in 1-based image pixels
+        top_left = torch.stack([column, row], 1).double() * _CELL_STRIDE + 1
+        boxes = torch.cat([torch.trunc(top_left / scales), torch.trunc((top_left + _CELL_SIZE - 1) / scales),
+                           probability[cell].double()[:, None], offsets.double()], dim=1)
+        groups = level[:, :2].long()
         group_id = groups[:, 0] * 1000 + groups[:, 1]
         inclusive = "nms" not in self.deviations
         keep = _nms_union(boxes, boxes[:, 4], group_id, self.nms_thresholds[0], inclusive)  # per scale
