@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -246,5 +248,9 @@ def test_worker_pool_follows_torch_threads():
         for threads in (1, 2, 1):
             torch.set_num_threads(threads)
             assert _workers()._max_workers == threads
+            # one thread: the work runs in the caller; more: in the pool's threads
+            assert (_workers().submit(threading.get_ident).result() == threading.get_ident()) == (threads == 1)
+        with pytest.raises(ZeroDivisionError):
+            _workers().submit(divmod, 1, 0).result()
     finally:
         torch.set_num_threads(before)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -130,10 +130,24 @@ def _facenet_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
     return torch.cat(crops)
 
 
-_WORKERS: dict[int, ThreadPoolExecutor] = {}
+class _InlineExecutor(Executor):
+    """Runs each task at once in the calling thread: with one thread, handing work to a worker only adds latency."""
+
+    _max_workers = 1
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # delivered by result(), as a worker's would be
+            future.set_exception(error)
+        return future
 
 
-def _workers() -> ThreadPoolExecutor:
+_WORKERS: dict[int, Executor] = {1: _InlineExecutor()}
+
+
+def _workers() -> Executor:
     """Threads for OpenCV work (it releases the GIL), as many as torch's intra-op pool has now."""
     threads = max(1, torch.get_num_threads())
     if threads not in _WORKERS:
