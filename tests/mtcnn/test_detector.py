@@ -241,16 +241,37 @@ def test_rnet_and_onet_in_small_launches_give_the_same_faces(photos):
 
 
 def test_worker_pool_follows_torch_threads():
-    from keenvision.mtcnn.detector import _workers
+    from keenvision.mtcnn.detector import _threads, _workers
+
+    def where():
+        return threading.get_ident(), torch.get_num_threads(), _threads()
 
     before = torch.get_num_threads()
     try:
         for threads in (1, 2, 1):
             torch.set_num_threads(threads)
-            assert _workers()._max_workers == threads
-            # one thread: the work runs in the caller; more: in the pool's threads
-            assert (_workers().submit(threading.get_ident).result() == threading.get_ident()) == (threads == 1)
+            ident, intra_op, budget = _workers().submit(where).result()
+            # one thread: the work runs in the caller; more: in a worker on one intra-op thread of its own
+            assert (ident == threading.get_ident()) == (threads == 1)
+            assert (intra_op, budget) == (1 if threads > 1 else threads, threads)
+            assert torch.get_num_threads() == threads  # the caller's own count is left as it was
         with pytest.raises(ZeroDivisionError):
             _workers().submit(divmod, 1, 0).result()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_started_after_the_pools_keep_the_callers_count():
+    from keenvision.mtcnn.detector import _workers
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _workers()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert seen == [2]
     finally:
         torch.set_num_threads(before)

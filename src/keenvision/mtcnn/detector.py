@@ -19,6 +19,7 @@ outputs and for our parity benchmark.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Collection
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -99,16 +100,22 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshol
     return np.array(sorted(keep, key=lambda k: (groups[k], -scores[k])), dtype=np.int64)
 
 
-def _cell_positions(cells: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where flat indices into maps of ``shapes`` ``[B, h, w]``, laid end to end, fall: the map (counted over all
-    of them), its row and its column."""
-    layout = torch.tensor([[b * h * w, h * w, w, b] for b, h, w in shapes], device=cells.device)
-    ends = layout[:, 0].cumsum(0)
-    which = torch.bucketize(cells, ends, right=True)
-    local = cells - (ends - layout[:, 0])[which]
-    first = (layout[:, 3].cumsum(0) - layout[:, 3])[which]
-    area, width = layout[which, 1], layout[which, 2]
-    return first + local // area, (local % area) // width, local % width
+def _cells_above(probability: torch.Tensor, offsets: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
+    """P-Net's cells whose face probability (``[B, h, w]``) is at least ``threshold``: their member, row and
+    column, probability ``[K]`` and box offsets ``[K, 4]`` (from ``[B, h, w, 4]``)."""
+    member, row, column = torch.nonzero(probability >= threshold, as_tuple=True)
+    return member, row, column, probability[member, row, column], offsets[member, row, column]
+
+
+def _share_boxes(boxes: list[torch.Tensor], parts: int) -> list[list[torch.Tensor]]:
+    """``boxes`` (one tensor per image) cut into at most ``parts`` non-empty shares of about equal size, in order;
+    each share holds one tensor per image (empty where the image has none in it)."""
+    counts = [len(b) for b in boxes]
+    total = sum(counts)
+    cuts = sorted({round(total * k / parts) for k in range(parts + 1)})
+    starts = np.cumsum([0] + counts[:-1]).tolist()
+    return [[b[max(low - start, 0):max(min(high - start, len(b)), 0)] for b, start in zip(boxes, starts)]
+            for low, high in zip(cuts[:-1], cuts[1:])]
 
 
 def _calibrate(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool) -> torch.Tensor:
@@ -133,8 +140,6 @@ def _facenet_crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
 class _InlineExecutor(Executor):
     """Runs each task at once in the calling thread: with one thread, handing work to a worker only adds latency."""
 
-    _max_workers = 1
-
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future = Future()
         try:
@@ -144,15 +149,52 @@ class _InlineExecutor(Executor):
         return future
 
 
-_WORKERS: dict[int, Executor] = {1: _InlineExecutor()}
+_POOLS: dict[tuple[str, int], Executor] = {}
+_POOLS_LOCK = threading.Lock()
+_LOCAL = threading.local()  # in our pools' threads: the thread count of the detection they serve
+
+
+def _one_intra_op_thread(threads: int) -> None:
+    torch.get_num_threads()  # ATen sets a thread's count lazily on first use, which would undo the next line
+    torch.set_num_threads(1)
+    _LOCAL.threads = threads
+
+
+def _threads() -> int:
+    """The threads a detection may use: torch's intra-op count in the caller (that of the call it serves, in one of
+    our pools' threads)."""
+    return getattr(_LOCAL, "threads", None) or max(1, torch.get_num_threads())
+
+
+def _pool(kind: str) -> Executor:
+    """`_threads()` threads of ``kind`` (``"workers"`` or ``"drivers"``), each running torch ops on one intra-op
+    thread of its own; with one thread, the caller itself (`_InlineExecutor`)."""
+    threads = _threads()
+    if threads == 1:
+        return _INLINE
+    with _POOLS_LOCK:
+        if (kind, threads) not in _POOLS:
+            if hasattr(_LOCAL, "threads"):  # created from a thread of ours, the restore below would change it
+                return _INLINE
+            pool = ThreadPoolExecutor(threads, thread_name_prefix=f"keen-mtcnn-{kind}",
+                                      initializer=_one_intra_op_thread, initargs=(threads,))
+            start = threading.Barrier(threads)
+            for future in [pool.submit(start.wait) for _ in range(threads)]:  # start every thread now
+                future.result()
+            # torch.set_num_threads in a new thread also sets the count threads started later take: put it back
+            torch.set_num_threads(threads)
+            _POOLS[kind, threads] = pool
+    return _POOLS[kind, threads]
 
 
 def _workers() -> Executor:
-    """Threads for OpenCV work (it releases the GIL), as many as torch's intra-op pool has now."""
-    threads = max(1, torch.get_num_threads())
-    if threads not in _WORKERS:
-        _WORKERS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keen-mtcnn")
-    return _WORKERS[threads]
+    """Threads for the independent pieces of a detection (pyramid levels, shares of the crops), which then run side
+    by side instead of one after another through OpenMP's fork and join per op (OpenCV releases the GIL, and so do
+    torch's ops)."""
+    return _pool("workers")
+
+
+_INLINE = _InlineExecutor()
 
 
 def _from_integral(image_shape: tuple[int, ...], size: tuple[int, int]) -> bool:
@@ -301,6 +343,16 @@ class MTCNN(nn.Module):
         """`detect` on RGB uint8 ``[H, W, 3]`` arrays, without input conversion."""
         if not images:
             return []
+        if self.device.type == "cpu" and _threads() > 1 and not hasattr(_LOCAL, "threads"):
+            # on several CPU threads the cascade runs in a driver thread that hands its pieces to the workers, all
+            # on one intra-op thread each: an op run by OpenMP on two threads here would leave its second thread
+            # spinning on the cores the workers need
+            _workers()
+            return _pool("drivers").submit(self._detect_arrays, images).result()
+        return self._detect_arrays(images)
+
+    @torch.inference_mode()
+    def _detect_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         floats = _as_float32(images)  # the MATLAB code works on single(img)
         boxes = self._stage_rnet(floats, self._stage_pnet(floats, images))
         return self._stage_onet(floats, boxes)
@@ -346,29 +398,31 @@ class MTCNN(nn.Module):
                 levels[shape].append((image_index, level, scale))
 
         floats = images
-        maps = []
         # split big batches (and big levels, `_pnet_strips`) so one launch's feature maps stay cache-sized
         per_launch = max(1, self.pnet_pixels_per_launch)
         chunks = [((h, w), members[i:i + max(1, per_launch // (h * w))])
                   for (h, w), members in levels.items() for i in range(0, len(members), max(1, per_launch // (h * w)))]
+        heads = self.pnet.cell_heads() if self.pnet_cells else None
+        # on CPU every launch runs whole in a worker (resampling, P-Net, threshold), as many at once as there are
+        # threads, each on one thread: no OpenMP region here, whose spinning threads would take the workers' cores
+        in_workers = official and self.pnet_cells and self.device.type == "cpu"
         if official:
-            # resample every level in the worker threads (OpenCV releases the GIL), all before P-Net: overlapping the
-            # two put more threads on the cores than torch.get_num_threads() allows, and was slower on as many
-            # cores as threads; the integral images are submitted just before the first level that samples them
-            # (so a worker takes them before the levels that wait for them)
-            # (the buffers first: once the workers run, every call here waits for the GIL)
+            # every level before P-Net: overlapping the two put more threads on the cores than
+            # torch.get_num_threads() allows, and was slower on as many cores as threads; the integral images are
+            # submitted just before the first level that samples them (so a worker takes them before the levels
+            # that wait for them); the buffers first: once the workers run, every call here waits for the GIL
             buffers = [scratch(f"level{index}", (len(members), level_height, level_width, 3)).numpy()
                        for index, ((level_height, level_width), members) in enumerate(chunks)]
+            task = partial(self._pnet_launch, heads=heads) if in_workers else _shrink_normalised
             pending, integrals = [], None
             for ((level_height, level_width), members), level in zip(chunks, buffers):
                 if integrals is None and any(integral_sources[i] is not None and _from_integral(
                         floats[i].shape, (level_width, level_height)) for i, _, _ in members):
                     integrals = _workers().submit(_integrals, integral_sources)
-                pending.append(_workers().submit(_shrink_normalised, floats, members, (level_width, level_height),
-                                                 level, integrals))
+                pending.append(_workers().submit(task, floats, members, (level_width, level_height), level, integrals))
             resampled = [future.result() for future in pending]
-        heads = self.pnet.cell_heads() if self.pnet_cells else None
-        for index, ((level_height, level_width), members) in enumerate(chunks):
+        found = resampled if in_workers else []
+        for index, ((level_height, level_width), members) in enumerate([] if in_workers else chunks):
             if official:
                 batch = torch.from_numpy(resampled[index]).to(self.device).permute(0, 3, 1, 2)
             else:
@@ -384,14 +438,13 @@ class MTCNN(nn.Module):
                 face_logits, offsets = self.pnet(batch)[:2]
                 # softmax over two channels is the sigmoid of their difference
                 probability, offsets = torch.sigmoid(face_logits[:, 1] - face_logits[:, 0]), offsets.permute(0, 2, 3, 1)
-            maps.append((probability, offsets))
-        # every launch's cells laid end to end and thresholded at once (a few ops a frame, not a dozen a level)
-        probability = torch.cat([p.reshape(-1) for p, _ in maps]) if maps else torch.zeros(0, device=self.device)
-        cell = torch.nonzero(probability >= self.thresholds[0]).flatten()
-        if cell.numel() == 0:
+            found.append(_cells_above(probability, offsets, self.thresholds[0]))
+        # the launches' members in one table: member indices of later launches start after earlier launches' own
+        first = np.cumsum([0] + [len(members) for _, members in chunks[:-1]]).tolist()
+        member = torch.cat([cells[0] + start for cells, start in zip(found, first)] + [torch.zeros(0, dtype=torch.long)])
+        if member.numel() == 0:
             return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
-        member, row, column = _cell_positions(cell, [p.shape for p, _ in maps])
-        offsets = torch.cat([o.reshape(-1, 4) for _, o in maps])[cell]
+        row, column, probability, offsets = (torch.cat([cells[k] for cells in found]) for k in range(1, 5))
         # image, level and scale of each cell's pyramid level
         level = torch.tensor([[i, lv, s] for _, members in chunks for i, lv, s in members], dtype=torch.float64,
                              device=self.device)[member]
@@ -399,7 +452,7 @@ class MTCNN(nn.Module):
         # generateBoundingBox.m: the cell's 12x12 window, in 1-based image pixels
         top_left = torch.stack([column, row], 1).double() * _CELL_STRIDE + 1
         boxes = torch.cat([torch.trunc(top_left / scales), torch.trunc((top_left + _CELL_SIZE - 1) / scales),
-                           probability[cell].double()[:, None], offsets.double()], dim=1)
+                           probability.double()[:, None], offsets.double()], dim=1)
         groups = level[:, :2].long()
         group_id = groups[:, 0] * 1000 + groups[:, 1]
         inclusive = "nms" not in self.deviations
@@ -411,6 +464,16 @@ class MTCNN(nn.Module):
         if "rounding" not in self.deviations:
             boxes[:, :4] = torch.trunc(boxes[:, :4])
         return [boxes[image_ids == i] for i in range(len(images))]
+
+    @torch.inference_mode()
+    def _pnet_launch(self, images: list[np.ndarray], members: list[tuple[int, int, float]], size: tuple[int, int],
+                     out: np.ndarray, integrals: Future | None, heads: tuple[torch.Tensor, torch.Tensor]
+                     ) -> tuple[torch.Tensor, ...]:
+        """One P-Net launch in a worker: the members' pyramid level resampled into ``out`` (`_shrink_normalised`)
+        and its cells that pass the threshold (`_cells_above`)."""
+        level = torch.from_numpy(_shrink_normalised(images, members, size, out, integrals)).permute(0, 3, 1, 2)
+        return _cells_above(*self._pnet_strips(level.contiguous(memory_format=torch.channels_last), heads),
+                            self.thresholds[0])
 
     def _pnet_strips(self, batch: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -436,20 +499,41 @@ class MTCNN(nn.Module):
                 tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
                 crops.append(_facenet_crops(tensor, image_boxes[:, :4], size))
             elif self.crop_backend == "opencv" or (self.crop_backend == "auto" and self.device.type == "cpu"):
-                # OpenCV one crop at a time beats the batched gather on CPU (same numbers); split over threads
-                # (threads pay off from a few dozen crops up; below that the hand-over costs more than it saves)
-                boxes_array = image_boxes[:, :4].numpy()
-                if len(boxes_array) >= 64 and _workers()._max_workers > 1:
-                    parts = np.array_split(boxes_array, _workers()._max_workers)
-                    resized = np.concatenate(list(_workers().map(partial(resample_crops_cv2, image, size=size), parts)))
-                else:
-                    resized = resample_crops_cv2(image, boxes_array, size)
+                # OpenCV one crop at a time beats the batched gather on CPU (same numbers)
+                resized = resample_crops_cv2(image, image_boxes[:, :4].numpy(), size)
                 crops.append(torch.from_numpy(resized).permute(0, 3, 1, 2))
             else:
                 tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
                 crops.append(resample_crops(tensor, image_boxes[:, :4], size))
         return ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
+    def _classify_boxes(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor]
+                        ) -> tuple[torch.Tensor, ...]:
+        """`_crop_and_classify` on ``boxes`` (one tensor per image). On CPU the boxes are shared among the workers,
+        each cropping and classifying its share on one thread."""
+        if self.device.type != "cpu":
+            return self._crop_and_classify(stage, images, boxes)
+        futures = [_workers().submit(self._crop_and_classify, stage, images, share)
+                   for share in _share_boxes(boxes, _threads())]
+        return tuple(torch.cat(parts) for parts in zip(*[future.result() for future in futures]))
+
+    @torch.inference_mode()
+    def _crop_and_classify(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor]
+                           ) -> tuple[torch.Tensor, ...]:
+        """R-Net's or O-Net's (``stage``) outputs on the crops of ``boxes``; for O-Net with `flip_landmarks` also
+        the landmarks of the mirrored crops whose face passes O-Net's threshold (NaN for the others), taken here,
+        where the crops are, in the same worker."""
+        crops = self._crops(images, boxes, getattr(self, stage).input_size)
+        outputs = self._classify(stage, crops)
+        if stage == "onet" and self.flip_landmarks:
+            passed = F.softmax(outputs[0], dim=1)[:, 1].double() > self.thresholds[2]
+            mirrored = torch.full_like(outputs[2], float("nan"))
+            if passed.any():
+                mirrored[passed] = self._classify(stage, crops[passed].flip(-1))[2]
+            outputs += (mirrored,)
+        return outputs
+
+    @torch.inference_mode()
     def _classify(self, stage: str, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """R-Net or O-Net (``stage``) on ``crops`` ``[N, 3, s, s]``, in launches of `crops_per_launch` on CPU."""
         net = getattr(self, stage)
@@ -463,7 +547,7 @@ class MTCNN(nn.Module):
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return boxes
-        face_logits, offsets = self._classify("rnet", self._crops(images, boxes, RNet.input_size))[:2]
+        face_logits, offsets = self._classify_boxes("rnet", images, boxes)[:2]
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         all_boxes = torch.cat(boxes)
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -484,8 +568,7 @@ class MTCNN(nn.Module):
         results: list[list[Face]] = [[] for _ in boxes]
         if sum(counts) == 0:
             return results
-        crops = self._crops(images, boxes, ONet.input_size)
-        face_logits, offsets, points = self._classify("onet", crops)
+        face_logits, offsets, points, *mirrored = self._classify_boxes("onet", images, boxes)
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         input_boxes = torch.cat(boxes)[:, :4]
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -500,7 +583,7 @@ class MTCNN(nn.Module):
         chosen = passed[keep]
         points = points[chosen].double()
         if self.flip_landmarks:
-            mirrored = self._classify("onet", crops[chosen].flip(-1))[2].double()
+            mirrored = mirrored[0][chosen].double()
             mirrored = torch.cat([1 - mirrored[:, _MIRRORED_LANDMARKS],
                                   mirrored[:, [5 + k for k in _MIRRORED_LANDMARKS]]], 1)
             points = (points + mirrored) / 2
