@@ -275,3 +275,28 @@ def test_threads_started_after_the_pools_keep_the_callers_count():
         assert seen == [2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_concurrent_detections_on_two_threads_match_one_at_a_time(photos):
+    # at two intra-op threads each call runs in a driver thread and hands pieces to shared workers
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        detector = MTCNN(device="cpu")
+        alone = [detector.detect(image) for image in photos]
+        results: dict[int, list] = {}
+
+        def run(index):
+            results[index] = [detector.detect(image) for image in photos[index:] + photos[:index]]
+
+        threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for index in range(2):
+            for ours, theirs in zip(results[index], alone[index:] + alone[:index]):
+                assert len(ours) == len(theirs) > 0
+                assert np.abs(np.stack([f.box for f in ours]) - np.stack([f.box for f in theirs])).max() < 1e-4
+    finally:
+        torch.set_num_threads(before)
