@@ -7,9 +7,11 @@ in edge coordinates. Inside the cascade we keep the MATLAB convention so every r
 and NMS overlap is the official one, and convert once at the end.
 
 Batching: all images of a call go through each stage together. P-Net runs once per distinct pyramid-level shape
-(video frames share every shape, so a batch of frames costs one launch per level, split only to keep feature maps
-cache-sized); R-Net and O-Net crops of all images are classified in single launches. Pyramid levels and crops are
-resampled by OpenCV in worker threads on CPU, by a batched tensor gather (`resample_crops`) on other devices.
+(video frames share every shape), in launches split only to keep feature maps cache-sized; R-Net and O-Net crops
+of all images are classified together, in cache-sized launches on CPU. Pyramid levels and crops are resampled by
+OpenCV on CPU, by a batched tensor gather (`resample_crops`) on other devices. On N > 1 CPU threads the cascade
+runs in a driver thread that hands its independent pieces (P-Net launches, shares of the crops) to N workers, each
+on one intra-op thread (`_workers`).
 
 ``pipeline="facenet-pytorch"`` reproduces that popular port's deviations instead (pyramid sizes ``int(h*s + 1)``
 shrunk by integer-bin adaptive pooling, crops clipped to the image instead of zero-padded, no ``fix()`` of box
@@ -441,7 +443,8 @@ class MTCNN(nn.Module):
             found.append(_cells_above(probability, offsets, self.thresholds[0]))
         # the launches' members in one table: member indices of later launches start after earlier launches' own
         first = np.cumsum([0] + [len(members) for _, members in chunks[:-1]]).tolist()
-        member = torch.cat([cells[0] + start for cells, start in zip(found, first)] + [torch.zeros(0, dtype=torch.long)])
+        no_cells = torch.zeros(0, dtype=torch.long, device=self.device)
+        member = torch.cat([cells[0] + start for cells, start in zip(found, first)] + [no_cells])
         if member.numel() == 0:
             return [torch.zeros(0, 5, dtype=torch.float64, device=self.device) for _ in images]
         row, column, probability, offsets = (torch.cat([cells[k] for cells in found]) for k in range(1, 5))
