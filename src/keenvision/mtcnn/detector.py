@@ -512,23 +512,24 @@ class MTCNN(nn.Module):
 
     def _classify_boxes(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor]
                         ) -> tuple[torch.Tensor, ...]:
-        """`_crop_and_classify` on ``boxes`` (one tensor per image). On CPU the boxes are shared among the workers,
-        each cropping and classifying its share on one thread."""
-        if self.device.type != "cpu":
-            return self._crop_and_classify(stage, images, boxes)
-        futures = [_workers().submit(self._crop_and_classify, stage, images, share)
+        """`_crop_and_classify` on ``boxes`` (one tensor per image). On several CPU threads the boxes are shared
+        among the workers, each cropping and classifying its share on one thread, and O-Net's mirrored pass runs
+        there too, on the crops whose face passes (a launch of its own after NMS would be one more hand-over)."""
+        if self.device.type != "cpu" or _threads() == 1:
+            return self._crop_and_classify(stage, images, boxes, mirror=False)
+        mirror = stage == "onet" and self.flip_landmarks
+        futures = [_workers().submit(self._crop_and_classify, stage, images, share, mirror)
                    for share in _share_boxes(boxes, _threads())]
         return tuple(torch.cat(parts) for parts in zip(*[future.result() for future in futures]))
 
     @torch.inference_mode()
-    def _crop_and_classify(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor]
+    def _crop_and_classify(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor], mirror: bool
                            ) -> tuple[torch.Tensor, ...]:
-        """R-Net's or O-Net's (``stage``) outputs on the crops of ``boxes``; for O-Net with `flip_landmarks` also
-        the landmarks of the mirrored crops whose face passes O-Net's threshold (NaN for the others), taken here,
-        where the crops are, in the same worker."""
+        """R-Net's or O-Net's (``stage``) outputs on the crops of ``boxes``, then the crops; with ``mirror`` also
+        O-Net's landmarks on the mirrored crops whose face passes its threshold (NaN for the others)."""
         crops = self._crops(images, boxes, getattr(self, stage).input_size)
-        outputs = self._classify(stage, crops)
-        if stage == "onet" and self.flip_landmarks:
+        outputs = (*self._classify(stage, crops), crops)
+        if mirror:
             passed = F.softmax(outputs[0], dim=1)[:, 1].double() > self.thresholds[2]
             mirrored = torch.full_like(outputs[2], float("nan"))
             if passed.any():
@@ -571,7 +572,7 @@ class MTCNN(nn.Module):
         results: list[list[Face]] = [[] for _ in boxes]
         if sum(counts) == 0:
             return results
-        face_logits, offsets, points, *mirrored = self._classify_boxes("onet", images, boxes)
+        face_logits, offsets, points, crops, *mirrored = self._classify_boxes("onet", images, boxes)
         scores = F.softmax(face_logits, dim=1)[:, 1].double()
         input_boxes = torch.cat(boxes)[:, :4]
         image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=self.device),
@@ -586,7 +587,7 @@ class MTCNN(nn.Module):
         chosen = passed[keep]
         points = points[chosen].double()
         if self.flip_landmarks:
-            mirrored = mirrored[0][chosen].double()
+            mirrored = (mirrored[0][chosen] if mirrored else self._classify("onet", crops[chosen].flip(-1))[2]).double()
             mirrored = torch.cat([1 - mirrored[:, _MIRRORED_LANDMARKS],
                                   mirrored[:, [5 + k for k in _MIRRORED_LANDMARKS]]], 1)
             points = (points + mirrored) / 2
