@@ -349,7 +349,7 @@ class MTCNN(nn.Module):
             # on several CPU threads the cascade runs in a driver thread that hands its pieces to the workers, all
             # on one intra-op thread each: an op run by OpenMP on two threads here would leave its second thread
             # spinning on the cores the workers need
-            _workers()
+            _workers()  # created here: a pool started from one of our threads would reset that thread's count
             return _pool("drivers").submit(self._detect_arrays, images).result()
         return self._detect_arrays(images)
 
@@ -525,10 +525,11 @@ class MTCNN(nn.Module):
     @torch.inference_mode()
     def _crop_and_classify(self, stage: str, images: list[np.ndarray], boxes: list[torch.Tensor], mirror: bool
                            ) -> tuple[torch.Tensor, ...]:
-        """R-Net's or O-Net's (``stage``) outputs on the crops of ``boxes``, then the crops; with ``mirror`` also
-        O-Net's landmarks on the mirrored crops whose face passes its threshold (NaN for the others)."""
+        """R-Net's or O-Net's (``stage``) outputs on the crops of ``boxes``, for O-Net then the crops (its mirrored
+        pass may need them); with ``mirror`` also O-Net's landmarks on the mirrored crops whose face passes its
+        threshold (NaN for the others)."""
         crops = self._crops(images, boxes, getattr(self, stage).input_size)
-        outputs = (*self._classify(stage, crops), crops)
+        outputs = (*self._classify(stage, crops), *([crops] if stage == "onet" else []))
         if mirror:
             passed = F.softmax(outputs[0], dim=1)[:, 1].double() > self.thresholds[2]
             mirrored = torch.full_like(outputs[2], float("nan"))
